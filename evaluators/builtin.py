@@ -1,0 +1,3 @@
+"""Imports every built-in metric family so that their metrics register."""
+
+from evaluators import classification, text  # noqa: F401

@@ -1,0 +1,255 @@
+"""Classification metrics over a label set, computed with scikit-learn.
+
+Labels come from generated text by the ``extract`` rule (see :mod:`evaluators.labels`). Every metric is
+computed over the label order "declared labels, then ``<invalid>`` if any prediction is invalid", so an
+invalid answer is its own class in the averages, the confusion matrix and the report. Accuracy's CI is a
+bootstrap of the mean; the averaged metrics' CIs recompute the average on every resample from resampled
+per-class TP / predicted / true counts, with scikit-learn's zero-division rule.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+import scipy.sparse
+from sklearn.metrics import (
+    accuracy_score,
+    classification_report,
+    confusion_matrix,
+    precision_recall_fscore_support,
+)
+
+from evaluators.base import EvalInputs, register_metric
+from evaluators.common import Regex, corpus_result, decomposable_result
+from evaluators.labels import INVALID, Extraction, Labelled, check_extraction, extract_label, labelled
+from posteval.results import MetricResult
+
+__all__ = ["INVALID", "Extraction", "extract_label"]
+
+Average = Literal["macro", "micro", "weighted"]
+ZeroDivision = Literal[0, 1]
+_LIBRARIES = ["scikit-learn"]
+_PRF_INDEX = {"precision": 0, "recall": 1, "f1": 2}
+
+
+def prf_stats(data: Labelled) -> scipy.sparse.csr_array:
+    """Per-example sufficient statistics: one-hot true label, predicted label and true positive, (n, 3C)."""
+    index = {label: i for i, label in enumerate(data.order)}
+    n, c = len(data.references), len(data.order)
+    true = np.array([index[r] for r in data.references], dtype=np.int64)
+    pred = np.array([index[p] for p in data.predicted], dtype=np.int64)
+    hit = np.flatnonzero(true == pred)
+    rows = np.concatenate([np.arange(n), np.arange(n), hit])
+    cols = np.concatenate([true, c + pred, 2 * c + true[hit]])
+    return scipy.sparse.csr_array((np.ones(len(rows)), (rows, cols)), shape=(n, 3 * c))
+
+
+def _divide(num: np.ndarray, den: np.ndarray, zero_division: float) -> np.ndarray:
+    out = np.full(np.broadcast(num, den).shape, float(zero_division))
+    np.divide(num, den, out=out, where=den != 0)
+    return out
+
+
+def prf_from_sums(
+    sums: np.ndarray, *, average: Average, zero_division: ZeroDivision = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Averaged precision, recall and F1 per row of summed :func:`prf_stats`, as scikit-learn does."""
+    true, pred, tp = np.split(sums, 3, axis=1)
+    if average == "micro":
+        true, pred, tp = (a.sum(axis=1, keepdims=True) for a in (true, pred, tp))
+    precision = _divide(tp, pred, zero_division)
+    recall = _divide(tp, true, zero_division)
+    f1 = _divide(2 * tp, true + pred, zero_division)
+    if average == "weighted":
+        total = true.sum(axis=1, keepdims=True)
+        # scikit-learn falls back to an unweighted mean when every weight is zero.
+        weights = np.where(total > 0, true, 1.0)
+        scale = weights.sum(axis=1)
+        return (
+            (precision * weights).sum(axis=1) / scale,
+            (recall * weights).sum(axis=1) / scale,
+            (f1 * weights).sum(axis=1) / scale,
+        )
+    return precision.mean(axis=1), recall.mean(axis=1), f1.mean(axis=1)
+
+
+def _options(extract: Extraction, pattern: str | None, **extra: Any) -> dict[str, Any]:
+    return {"extract": extract, "pattern": pattern, **extra}
+
+
+def _averaged_result(
+    name: str,
+    measure: str,
+    data: Labelled,
+    inputs: EvalInputs,
+    *,
+    average: Average,
+    zero_division: ZeroDivision,
+    options: dict[str, Any],
+    details: dict[str, Any],
+) -> MetricResult:
+    """Averaged precision, recall or F1 (``measure``): scikit-learn's value, a recomputing bootstrap CI."""
+    index = _PRF_INDEX[measure]
+    value = float("nan")
+    if data.references:
+        value = precision_recall_fscore_support(
+            data.references, data.predicted, labels=data.order, average=average, zero_division=zero_division
+        )[index]
+    return corpus_result(
+        name,
+        float(value),
+        inputs,
+        stats=prf_stats(data),
+        score=lambda sums: prf_from_sums(sums, average=average, zero_division=zero_division)[index],
+        higher_is_better=True,
+        options=options,
+        libraries=_LIBRARIES,
+        details=details,
+    )
+
+
+def _register_averaged(name: str) -> None:
+    def metric(
+        inputs: EvalInputs,
+        *,
+        average: Average = "macro",
+        zero_division: ZeroDivision = 0,
+        extract: Extraction = "first_line",
+        pattern: Regex | None = None,
+    ) -> MetricResult:
+        data = labelled(inputs, name, extract, pattern)
+        options = _options(extract, pattern, average=average, zero_division=zero_division)
+        details = {"labels": data.order, "invalid": data.invalid}
+        return _averaged_result(
+            name,
+            name,
+            data,
+            inputs,
+            average=average,
+            zero_division=zero_division,
+            options=options,
+            details=details,
+        )
+
+    metric.__name__ = metric.__qualname__ = name
+    metric.__doc__ = f"Averaged {name} (macro by default) over the label order, by scikit-learn."
+    register_metric(name, higher_is_better=True, needs_labels=True, check=check_extraction)(metric)
+
+
+for _name in _PRF_INDEX:
+    _register_averaged(_name)
+
+
+@register_metric("accuracy", higher_is_better=True, needs_labels=True, check=check_extraction)
+def accuracy(
+    inputs: EvalInputs, *, extract: Extraction = "first_line", pattern: Regex | None = None
+) -> MetricResult:
+    """Share of examples whose extracted label equals the reference; per-example scores are 1 or 0."""
+    data = labelled(inputs, "accuracy", extract, pattern)
+    return _accuracy_result(
+        "accuracy",
+        data,
+        inputs,
+        _options(extract, pattern),
+        {
+            "labels": data.order,
+            "invalid": data.invalid,
+        },
+    )
+
+
+def _accuracy_result(
+    name: str, data: Labelled, inputs: EvalInputs, options: dict[str, Any], details: dict[str, Any]
+) -> MetricResult:
+    scores = [float(p == r) for p, r in zip(data.predicted, data.references, strict=True)]
+    value = float(accuracy_score(data.references, data.predicted)) if scores else None
+    return decomposable_result(
+        name,
+        scores,
+        inputs,
+        higher_is_better=True,
+        options=options,
+        libraries=_LIBRARIES,
+        details=details,
+        value=value,
+    )
+
+
+@register_metric("confusion_matrix", higher_is_better=True, needs_labels=True, check=check_extraction)
+def confusion(
+    inputs: EvalInputs, *, extract: Extraction = "first_line", pattern: Regex | None = None
+) -> MetricResult:
+    """Accuracy as the value; details hold scikit-learn's confusion matrix (rows true, columns predicted)."""
+    data = labelled(inputs, "confusion_matrix", extract, pattern)
+    matrix = confusion_matrix(data.references, data.predicted, labels=data.order) if data.references else []
+    details = {"labels": data.order, "matrix": np.asarray(matrix, dtype=int).tolist()}
+    return _accuracy_result("confusion_matrix", data, inputs, _options(extract, pattern), details)
+
+
+@register_metric("per_class", higher_is_better=True, needs_labels=True, check=check_extraction)
+def per_class(
+    inputs: EvalInputs,
+    *,
+    zero_division: ZeroDivision = 0,
+    extract: Extraction = "first_line",
+    pattern: Regex | None = None,
+) -> MetricResult:
+    """Macro F1 as the value; details hold each label's precision, recall, F1 and support, in label order."""
+    data = labelled(inputs, "per_class", extract, pattern)
+    table: dict[str, dict[str, float]] = {}
+    if data.references:
+        columns = precision_recall_fscore_support(
+            data.references, data.predicted, labels=data.order, average=None, zero_division=zero_division
+        )
+        for i, label in enumerate(data.order):
+            precision, recall, f1, support = (float(column[i]) for column in columns)
+            table[label] = {"precision": precision, "recall": recall, "f1": f1, "support": int(support)}
+    return _averaged_result(
+        "per_class",
+        "f1",
+        data,
+        inputs,
+        average="macro",
+        zero_division=zero_division,
+        options=_options(extract, pattern, zero_division=zero_division),
+        details={"labels": data.order, "per_class": table},
+    )
+
+
+@register_metric("classification_report", higher_is_better=True, needs_labels=True, check=check_extraction)
+def report(
+    inputs: EvalInputs,
+    *,
+    zero_division: ZeroDivision = 0,
+    extract: Extraction = "first_line",
+    pattern: Regex | None = None,
+) -> MetricResult:
+    """Macro F1 as the value; details hold scikit-learn's classification report as a dict."""
+    data = labelled(inputs, "classification_report", extract, pattern)
+    table: dict[str, Any] = {}
+    if data.references:
+        table = classification_report(
+            data.references, data.predicted, labels=data.order, output_dict=True, zero_division=zero_division
+        )
+    return _averaged_result(
+        "classification_report",
+        "f1",
+        data,
+        inputs,
+        average="macro",
+        zero_division=zero_division,
+        options=_options(extract, pattern, zero_division=zero_division),
+        details={"labels": data.order, "report": _plain(table)},
+    )
+
+
+def _plain(value: Any) -> Any:
+    """Numpy scalars inside scikit-learn's report turned into plain floats and ints."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value)
+    return value

@@ -1,0 +1,91 @@
+"""Label extraction: generated text mapped onto a dataset's label set, or onto ``<invalid>``.
+
+The label order every classification metric reports in is the dataset's label set as declared, followed by
+``<invalid>`` when at least one prediction falls outside it, so an unparseable answer is counted as its own
+class and never silently dropped.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from evaluators.base import EvalInputs
+from evaluators.common import require_references
+from posteval.errors import MetricError
+
+INVALID = "<invalid>"
+
+Extraction = Literal["first_line", "strip", "casefold", "regex"]
+
+
+def extract_label(
+    text: str,
+    labels: Sequence[str],
+    *,
+    rule: Extraction = "first_line",
+    pattern: str | None = None,
+) -> str:
+    """Map generated ``text`` to one of ``labels``, or to ``<invalid>``.
+
+    ``strip`` compares the stripped text; ``first_line`` the stripped first non-empty line; ``casefold``
+    the first line compared without case; ``regex`` the first capture group (or whole match) of ``pattern``.
+    """
+    if rule == "regex":
+        if pattern is None:
+            raise MetricError("label extraction rule 'regex' needs a 'pattern'")
+        match = re.search(pattern, text)
+        candidate = "" if match is None else (match.group(1) if match.groups() else match.group(0))
+        candidate = (candidate or "").strip()
+    elif rule == "strip":
+        candidate = text.strip()
+    else:
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        candidate = lines[0] if lines else ""
+    if rule == "casefold":
+        folded = {label.casefold(): label for label in labels}
+        return folded.get(candidate.casefold(), INVALID)
+    return candidate if candidate in labels else INVALID
+
+
+def check_extraction(options: Mapping[str, Any]) -> None:
+    """Refuse ``extract: regex`` without a ``pattern``, and a ``pattern`` another rule would ignore."""
+    extract, pattern = options.get("extract"), options.get("pattern")
+    if extract == "regex" and pattern is None:
+        raise ValueError("option 'extract' is 'regex' but option 'pattern' is not set")
+    if extract != "regex" and pattern is not None:
+        raise ValueError(f"option 'pattern' is only used with extract: regex (extract is {extract!r})")
+
+
+@dataclass(frozen=True)
+class Labelled:
+    """Reference and extracted labels of a dataset, in example order, with the reporting label order."""
+
+    references: list[str]
+    predicted: list[str]
+    order: list[str]
+
+    @property
+    def invalid(self) -> int:
+        """How many predictions fell outside the label set."""
+        return self.predicted.count(INVALID)
+
+
+def labelled(inputs: EvalInputs, metric: str, extract: Extraction, pattern: str | None) -> Labelled:
+    """Extract every prediction's label; a reference outside the label set is a MetricError naming it."""
+    references = [str(r) for r in require_references(inputs, metric)]
+    if not inputs.labels:
+        raise MetricError(f"metric {metric!r} needs the dataset's 'labels' (the label set)")
+    declared = list(dict.fromkeys(str(label) for label in inputs.labels))
+    known = set(declared)
+    for i, reference in enumerate(references):
+        if reference not in known:
+            raise MetricError(
+                f"metric {metric!r}: the reference of example {i}, {reference!r}, is not in the label set "
+                f"{declared}"
+            )
+    predicted = [extract_label(p, declared, rule=extract, pattern=pattern) for p in inputs.predictions]
+    order = [*declared, INVALID] if INVALID in predicted else declared
+    return Labelled(references=references, predicted=predicted, order=order)

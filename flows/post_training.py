@@ -1,0 +1,43 @@
+"""The post-training flow: one checkpoint, one suite, every dataset, results in the database."""
+
+from __future__ import annotations
+
+from prefect import flow
+from prefect.runtime import flow_run
+
+from tasks.model import run_model_task
+from tasks.resolve import load_dataset_task, load_suite_task, resolve_checkpoint_task
+from tasks.runs import mark_failed_task, persist_task, register_run_task
+from tasks.score import score_task
+
+
+@flow(name="post-training-evaluation", log_prints=False)
+def evaluate_checkpoint(
+    checkpoint: str,
+    suite: str,
+    trigger: str = "manual",
+    model_name: str | None = None,
+    force: bool = False,
+    database_url: str | None = None,
+) -> str:
+    """Evaluate ``checkpoint`` on ``suite`` and return the run id.
+
+    Bad input (checkpoint, suite, datasets) is refused before a run row exists. Once the run is
+    registered, any failure marks it failed with the error text and re-raises, so the flow run fails too.
+    """
+    ckpt = resolve_checkpoint_task(checkpoint, model_name)
+    loaded = load_suite_task(suite)
+    datasets = [load_dataset_task(spec) for spec in loaded.suite.datasets]
+    run = register_run_task(ckpt, loaded, datasets, trigger, flow_run.get_id(), force, database_url)
+    if run.status == "succeeded":
+        return run.run_id
+    try:
+        warnings: list[str] = []
+        for dataset in datasets:
+            warnings += run_model_task(ckpt, loaded.suite, dataset, database_url)
+        outcomes = [score_task(ckpt, loaded.suite, dataset, database_url) for dataset in datasets]
+        persist_task(run.run_id, outcomes, warnings, database_url)
+    except BaseException as exc:
+        mark_failed_task(run.run_id, f"{type(exc).__name__}: {exc}", database_url)
+        raise
+    return run.run_id

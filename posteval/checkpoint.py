@@ -1,0 +1,136 @@
+"""A checkpoint folder: validation, content fingerprint, training log, PEFT adapter detection."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from posteval.errors import CheckpointError
+from posteval.hashing import fingerprint_files, sha256_json
+
+log = logging.getLogger(__name__)
+
+WEIGHT_PATTERNS = ("model.safetensors", "model-*.safetensors", "pytorch_model.bin", "pytorch_model-*.bin")
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+METADATA_FILES = (
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.model",
+    "added_tokens.json",
+    "chat_template.jinja",
+    "adapter_config.json",
+)
+
+
+class CheckpointInfo(BaseModel):
+    """What posteval knows about a checkpoint folder; small and serialisable, passed between tasks."""
+
+    model_config = ConfigDict(frozen=True)
+
+    path: Path
+    fingerprint: str
+    model_name: str
+    is_adapter: bool = False
+    base_path: Path | None = None
+    training_step: int | None = None
+
+
+def _weight_files(folder: Path, patterns: tuple[str, ...]) -> list[Path]:
+    return sorted({p for pattern in patterns for p in folder.glob(pattern) if p.is_file()})
+
+
+def content_files(folder: Path) -> list[Path]:
+    """The files that define the model: weights, their index, config and tokenizer files."""
+    adapter = (folder / "adapter_config.json").is_file()
+    weights = _weight_files(folder, ADAPTER_WEIGHTS if adapter else WEIGHT_PATTERNS)
+    if not weights:
+        expected = ADAPTER_WEIGHTS if adapter else ("model.safetensors", "pytorch_model.bin", "sharded *.safetensors")
+        raise CheckpointError(
+            f"checkpoint {folder}: no weights found (expected one of {', '.join(expected)})"
+        )
+    extra = [folder / name for name in (*INDEX_FILES, *METADATA_FILES) if (folder / name).is_file()]
+    return sorted({*weights, *extra})
+
+
+def read_trainer_state(folder: Path) -> dict[str, Any] | None:
+    """The Trainer's trainer_state.json, or None when absent or unreadable (logged, never fatal)."""
+    path = folder / "trainer_state.json"
+    if not path.is_file():
+        return None
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        log.warning("ignoring unreadable %s: %s", path, exc)
+        return None
+    return state if isinstance(state, dict) else None
+
+
+def adapter_base_path(folder: Path, override: str | Path | None = None) -> Path:
+    """Where a PEFT adapter's base model lives: ``override``, else ``base_model_name_or_path``."""
+    config_path = folder / "adapter_config.json"
+    try:
+        config = json.loads(config_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {folder}: cannot read {config_path.name}: {exc}") from exc
+    raw = override or config.get("base_model_name_or_path")
+    if not raw:
+        raise CheckpointError(
+            f"checkpoint {folder}: adapter_config.json names no base_model_name_or_path; pass the base"
+        )
+    base = Path(raw)
+    if not base.is_absolute() and not base.exists():
+        base = folder / base
+    if not base.is_dir():
+        raise CheckpointError(
+            f"adapter {folder}: its base model {raw!r} cannot be found "
+            f"(looked for the folder {base.resolve()}); pass the base path explicitly"
+        )
+    return base.resolve()
+
+
+def default_model_name(folder: Path) -> str:
+    """The folder's name, or its parent's for Trainer's ``checkpoint-<step>`` folders."""
+    folder = folder.resolve()
+    if re.fullmatch(r"checkpoint-\d+", folder.name):
+        return folder.parent.name
+    return folder.name
+
+
+def resolve_checkpoint(
+    path: str | Path, *, model_name: str | None = None, base_path: str | Path | None = None
+) -> CheckpointInfo:
+    """Validate and fingerprint the checkpoint at ``path``; an adapter's fingerprint covers its base too."""
+    folder = Path(path).expanduser()
+    if not folder.exists():
+        raise CheckpointError(f"checkpoint folder not found: {folder}")
+    if not folder.is_dir():
+        raise CheckpointError(f"checkpoint {folder} is not a folder (expected a transformers checkpoint folder)")
+    is_adapter = (folder / "adapter_config.json").is_file()
+    if not is_adapter and not (folder / "config.json").is_file():
+        raise CheckpointError(f"checkpoint {folder}: config.json is missing")
+    fingerprint = fingerprint_files(folder, content_files(folder))
+    base: Path | None = None
+    if is_adapter:
+        base = adapter_base_path(folder, base_path)
+        fingerprint = sha256_json([fingerprint, fingerprint_files(base, content_files(base))])
+    state = read_trainer_state(folder)
+    step = state.get("global_step") if state else None
+    return CheckpointInfo(
+        path=folder.resolve(),
+        fingerprint=fingerprint,
+        model_name=model_name or default_model_name(folder),
+        is_adapter=is_adapter,
+        base_path=base,
+        training_step=step if isinstance(step, int) else None,
+    )

@@ -1,0 +1,144 @@
+"""Held-out sets through `datasets`: loading, row validation and content fingerprints.
+
+Supported: ``.jsonl``/``.json``, ``.csv``, ``.parquet`` files and folders written by
+``Dataset.save_to_disk`` (or a ``DatasetDict``, with the suite's ``split``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import datasets
+
+from posteval.errors import DatasetError
+from posteval.hashing import FileHashCache, fingerprint_files, sha256_json
+from posteval.settings import get_settings
+from posteval.suite import DatasetSpec
+
+_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+
+datasets.disable_progress_bars()
+datasets.logging.set_verbosity_error()
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoadedDataset:
+    """A validated dataset: its rows in file order, their keys, and the content fingerprint."""
+
+    spec: DatasetSpec
+    rows: list[dict[str, Any]]
+    keys: list[str]
+    fingerprint: str
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def references(self) -> list[Any] | None:
+        """The reference field of every row, or None where the dataset has no references."""
+        if self.spec.reference is None:
+            return None
+        return [row[self.spec.reference] for row in self.rows]
+
+    def prompts(self) -> list[str]:
+        """The prompt template filled from every row."""
+        if self.spec.prompt is None:
+            raise DatasetError(f"dataset {self.spec.name!r} has no prompt template")
+        return [self.spec.prompt.format(**row) for row in self.rows]
+
+    def texts(self) -> list[str]:
+        """The text field of every row (perplexity datasets)."""
+        return [str(row[self.spec.text]) for row in self.rows]
+
+
+def _find_bad_json_line(path: Path) -> str | None:
+    with path.open(encoding="utf-8") as handle:
+        for lineno, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError as exc:
+                return f"{path}:{lineno}: malformed JSON line ({exc.msg} at column {exc.colno})"
+            if not isinstance(value, dict):
+                return f"{path}:{lineno}: expected a JSON object per line, got {type(value).__name__}"
+    return None
+
+
+def _read_rows(spec: DatasetSpec) -> list[dict[str, Any]]:
+    path = spec.path
+    if not path.exists():
+        raise DatasetError(f"dataset {spec.name!r}: file not found: {path}")
+    if path.is_dir():
+        try:
+            loaded = datasets.load_from_disk(str(path))
+        except Exception as exc:
+            raise DatasetError(f"dataset {spec.name!r}: {path} is not a saved `datasets` folder: {exc}") from exc
+        if isinstance(loaded, datasets.DatasetDict):
+            if spec.split is None or spec.split not in loaded:
+                raise DatasetError(
+                    f"dataset {spec.name!r}: {path} holds splits {sorted(loaded)}; name one with 'split'"
+                )
+            loaded = loaded[spec.split]
+        return [dict(row) for row in loaded]
+    builder = _BUILDERS.get(path.suffix.lower())
+    if builder is None:
+        raise DatasetError(
+            f"dataset {spec.name!r}: {path}: unsupported file type {path.suffix!r} "
+            f"(expected one of {', '.join(sorted(_BUILDERS))} or a saved dataset folder)"
+        )
+    if builder == "json" and path.suffix.lower() == ".jsonl" and (problem := _find_bad_json_line(path)):
+        raise DatasetError(f"dataset {spec.name!r}: {problem}")
+    cache_dir = get_settings().cache_dir / "datasets"
+    try:
+        loaded = datasets.load_dataset(builder, data_files=str(path), split="train", cache_dir=str(cache_dir))
+    except Exception as exc:
+        raise DatasetError(f"dataset {spec.name!r}: cannot load {path}: {exc}") from exc
+    return [dict(row) for row in loaded]
+
+
+def _validate_rows(spec: DatasetSpec, rows: list[dict[str, Any]]) -> list[str]:
+    if not rows:
+        raise DatasetError(f"dataset {spec.name!r}: {spec.path} has no rows")
+    needed = spec.prompt_fields()
+    line = "line" if spec.path.suffix.lower() == ".jsonl" else "row"
+    for index, row in enumerate(rows):
+        missing = [field for field in needed if row.get(field) is None]
+        if missing:
+            where = f"{spec.path}:{index + 1}" if line == "line" else f"{spec.path} row {index}"
+            raise DatasetError(
+                f"dataset {spec.name!r}: {where}: missing field(s) {missing} "
+                f"named by the suite (row has {sorted(row)})"
+            )
+    if spec.labels and spec.reference:
+        unknown = sorted({str(row[spec.reference]) for row in rows} - set(spec.labels))
+        if unknown:
+            raise DatasetError(
+                f"dataset {spec.name!r}: references {unknown} are not in the label set {spec.labels}"
+            )
+    if spec.key is None:
+        return [str(index) for index in range(len(rows))]
+    keys = [str(row[spec.key]) for row in rows]
+    if len(set(keys)) != len(keys):
+        dupes = sorted({k for k in keys if keys.count(k) > 1})[:5]
+        raise DatasetError(f"dataset {spec.name!r}: key field {spec.key!r} is not unique (repeated: {dupes})")
+    return keys
+
+
+def load_dataset(spec: DatasetSpec) -> LoadedDataset:
+    """Load, validate and fingerprint the dataset ``spec`` names."""
+    rows = _read_rows(spec)
+    keys = _validate_rows(spec, rows)
+    path = spec.path
+    if path.is_dir():
+        content = fingerprint_files(path, sorted(p for p in path.rglob("*") if p.is_file()))
+    else:  # a single file: its content alone, so renaming or moving it keeps the fingerprint
+        content = FileHashCache().file_sha256(path)
+    fingerprint = sha256_json([content, spec.split])
+    log.debug("loaded dataset %s: %d rows, fingerprint %s", spec.name, len(rows), fingerprint[:12])
+    return LoadedDataset(spec=spec, rows=rows, keys=keys, fingerprint=fingerprint)

@@ -1,0 +1,1 @@
+"""The database layer: typed models, engines and sessions, migrations and repository functions."""

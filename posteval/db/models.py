@@ -1,0 +1,180 @@
+"""SQLAlchemy 2 typed models: every run, metric, prediction and per-example score is a row.
+
+Relationships are ``lazy="raise"``: related rows are loaded on purpose (selectinload, joins), never by
+accident inside a loop.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+RUN_STATUSES = ("pending", "running", "succeeded", "failed")
+
+
+def utcnow() -> datetime:
+    """Timezone-aware now, the only clock the models use."""
+    return datetime.now(UTC)
+
+
+def new_run_id() -> str:
+    """A run id: 32 hex characters, unique across databases and workers."""
+    return uuid.uuid4().hex
+
+
+class Base(DeclarativeBase):
+    """Declarative base with a naming convention, so migrations name constraints predictably."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class CreatedAt:
+    """Mixin: the row's creation time."""
+
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Checkpoint(CreatedAt, Base):
+    """A model checkpoint, identified by the content fingerprint of its files."""
+
+    __tablename__ = "checkpoints"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64), unique=True)
+    path: Mapped[str] = mapped_column(Text)
+    model_name: Mapped[str] = mapped_column(String(255), index=True)
+    base_checkpoint_id: Mapped[int | None] = mapped_column(ForeignKey("checkpoints.id"))
+    training_step: Mapped[int | None] = mapped_column(Integer)
+    is_adapter: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    base: Mapped[Checkpoint | None] = relationship(remote_side=[id], lazy="raise")
+
+
+class Suite(CreatedAt, Base):
+    """A suite file as evaluated: its name, content fingerprint and source text."""
+
+    __tablename__ = "suites"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), index=True)
+    fingerprint: Mapped[str] = mapped_column(String(64), unique=True)
+    source_text: Mapped[str] = mapped_column(Text)
+
+
+class Dataset(CreatedAt, Base):
+    """A held-out set as loaded: name, content fingerprint and row count."""
+
+    __tablename__ = "datasets"
+    __table_args__ = (UniqueConstraint("name", "fingerprint"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    fingerprint: Mapped[str] = mapped_column(String(64), index=True)
+    row_count: Mapped[int] = mapped_column(Integer)
+    path: Mapped[str] = mapped_column(Text)
+
+
+class EvalRun(CreatedAt, Base):
+    """One evaluation of a checkpoint with a suite; status moves pending -> running -> succeeded|failed."""
+
+    __tablename__ = "eval_runs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_run_id)
+    checkpoint_id: Mapped[int] = mapped_column(ForeignKey("checkpoints.id"), index=True)
+    suite_id: Mapped[int] = mapped_column(ForeignKey("suites.id"), index=True)
+    trigger: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    error: Mapped[str | None] = mapped_column(Text)
+    idempotency_key: Mapped[str] = mapped_column(String(64), unique=True)
+    flow_run_id: Mapped[str | None] = mapped_column(String(64))
+    warnings: Mapped[list[str]] = mapped_column(JSON, default=list)
+
+    checkpoint: Mapped[Checkpoint] = relationship(lazy="raise")
+    suite: Mapped[Suite] = relationship(lazy="raise")
+
+
+class Metric(Base):
+    """One metric's value on one dataset in one run, with its CI and the signature that explains it."""
+
+    __tablename__ = "metrics"
+    __table_args__ = (UniqueConstraint("run_id", "dataset_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("eval_runs.id", ondelete="CASCADE"), index=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"))
+    name: Mapped[str] = mapped_column(String(255))
+    value: Mapped[float] = mapped_column(Float)
+    ci_low: Mapped[float | None] = mapped_column(Float)
+    ci_high: Mapped[float | None] = mapped_column(Float)
+    n: Mapped[int] = mapped_column(Integer)
+    higher_is_better: Mapped[bool] = mapped_column(Boolean)
+    signature: Mapped[str] = mapped_column(Text)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    dataset: Mapped[Dataset] = relationship(lazy="raise")
+
+
+class Prediction(CreatedAt, Base):
+    """A model output for one example: the cache of model work, keyed by content fingerprints."""
+
+    __tablename__ = "predictions"
+    __table_args__ = (
+        UniqueConstraint(
+            "checkpoint_fingerprint",
+            "dataset_fingerprint",
+            "config_hash",
+            "example_key",
+            name="uq_predictions_cache_key",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    checkpoint_fingerprint: Mapped[str] = mapped_column(String(64))
+    dataset_fingerprint: Mapped[str] = mapped_column(String(64))
+    config_hash: Mapped[str] = mapped_column(String(64))
+    example_key: Mapped[str] = mapped_column(String(255))
+    output: Mapped[str | None] = mapped_column(Text)
+    extra: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class ExampleScore(Base):
+    """One metric's score on one example in one run: the input of paired tests and flip lists."""
+
+    __tablename__ = "example_scores"
+    __table_args__ = (
+        UniqueConstraint("run_id", "dataset_id", "metric", "example_key"),
+        Index("ix_example_scores_run_metric", "run_id", "metric"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("eval_runs.id", ondelete="CASCADE"))
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"))
+    metric: Mapped[str] = mapped_column(String(255))
+    example_key: Mapped[str] = mapped_column(String(255))
+    value: Mapped[float] = mapped_column(Float)

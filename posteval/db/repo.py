@@ -1,0 +1,180 @@
+"""Repository functions: they flush, never commit; the caller's session_scope commits at the edge."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from posteval.checkpoint import CheckpointInfo
+from posteval.db.models import Checkpoint, Dataset, EvalRun, ExampleScore, Metric, Prediction, Suite, utcnow
+from posteval.results import MetricResult
+
+
+def _get_or_create(session: Session, model: type[Any], lookup: Mapping[str, Any], **values: Any) -> Any:
+    """The row matching ``lookup``, inserted with ``values`` if absent; safe against a concurrent insert."""
+    row = session.scalars(select(model).filter_by(**lookup)).first()
+    if row is not None:
+        return row
+    try:
+        with session.begin_nested():
+            row = model(**lookup, **values)
+            session.add(row)
+    except IntegrityError:
+        row = session.scalars(select(model).filter_by(**lookup)).one()
+    return row
+
+
+def upsert_checkpoint(session: Session, info: CheckpointInfo, base_id: int | None = None) -> Checkpoint:
+    """The checkpoint row for ``info`` (by fingerprint); its path and name follow the latest sighting."""
+    row: Checkpoint = _get_or_create(
+        session,
+        Checkpoint,
+        {"fingerprint": info.fingerprint},
+        path=str(info.path),
+        model_name=info.model_name,
+        training_step=info.training_step,
+        is_adapter=info.is_adapter,
+        base_checkpoint_id=base_id,
+    )
+    row.path = str(info.path)
+    row.model_name = info.model_name
+    if base_id is not None:
+        row.base_checkpoint_id = base_id
+    return row
+
+
+def upsert_suite(session: Session, name: str, fingerprint: str, source_text: str) -> Suite:
+    """The suite row for ``fingerprint``."""
+    row: Suite = _get_or_create(
+        session, Suite, {"fingerprint": fingerprint}, name=name, source_text=source_text
+    )
+    return row
+
+
+def upsert_dataset(session: Session, name: str, fingerprint: str, row_count: int, path: str) -> Dataset:
+    """The dataset row for (name, fingerprint)."""
+    row: Dataset = _get_or_create(
+        session, Dataset, {"name": name, "fingerprint": fingerprint}, row_count=row_count, path=path
+    )
+    return row
+
+
+def get_or_create_run(
+    session: Session,
+    *,
+    checkpoint_id: int,
+    suite_id: int,
+    trigger: str,
+    idempotency_key: str,
+    flow_run_id: str | None,
+) -> tuple[EvalRun, bool]:
+    """The run for ``idempotency_key`` and whether it was created now (a re-delivered trigger finds it)."""
+    existing = session.scalars(select(EvalRun).filter_by(idempotency_key=idempotency_key)).first()
+    if existing is not None:
+        return existing, False
+    try:
+        with session.begin_nested():
+            run = EvalRun(
+                checkpoint_id=checkpoint_id,
+                suite_id=suite_id,
+                trigger=trigger,
+                status="pending",
+                idempotency_key=idempotency_key,
+                flow_run_id=flow_run_id,
+                warnings=[],
+            )
+            session.add(run)
+    except IntegrityError:
+        return session.scalars(select(EvalRun).filter_by(idempotency_key=idempotency_key)).one(), False
+    return run, True
+
+
+def mark_running(session: Session, run_id: str, flow_run_id: str | None = None) -> None:
+    """pending (or failed, on a retry) -> running."""
+    run = session.get_one(EvalRun, run_id)
+    run.status, run.started_at, run.finished_at, run.error = "running", utcnow(), None, None
+    if flow_run_id:
+        run.flow_run_id = flow_run_id
+
+
+def mark_failed(session: Session, run_id: str, error: str) -> None:
+    """-> failed with ``error``; any metrics or scores of the run are removed so nothing looks succeeded."""
+    session.execute(delete(ExampleScore).where(ExampleScore.run_id == run_id))
+    session.execute(delete(Metric).where(Metric.run_id == run_id))
+    run = session.get_one(EvalRun, run_id)
+    run.status, run.finished_at, run.error = "failed", utcnow(), error
+
+
+def cached_outputs(
+    session: Session, checkpoint_fp: str, dataset_fp: str, config_hash: str
+) -> dict[str, Prediction]:
+    """Stored predictions for one (checkpoint, dataset, config), by example key."""
+    rows = session.scalars(
+        select(Prediction).filter_by(
+            checkpoint_fingerprint=checkpoint_fp, dataset_fingerprint=dataset_fp, config_hash=config_hash
+        )
+    )
+    return {row.example_key: row for row in rows}
+
+
+def add_predictions(
+    session: Session,
+    checkpoint_fp: str,
+    dataset_fp: str,
+    config_hash: str,
+    items: Iterable[tuple[str, str | None, dict[str, Any]]],
+) -> None:
+    """Store (example key, output, extra) triples for one (checkpoint, dataset, config)."""
+    session.add_all(
+        Prediction(
+            checkpoint_fingerprint=checkpoint_fp,
+            dataset_fingerprint=dataset_fp,
+            config_hash=config_hash,
+            example_key=key,
+            output=output,
+            extra=extra,
+        )
+        for key, output, extra in items
+    )
+    session.flush()
+
+
+def save_results(
+    session: Session,
+    run_id: str,
+    dataset_id: int,
+    keys: Sequence[str],
+    results: Sequence[MetricResult],
+) -> None:
+    """Metrics of one dataset with their per-example scores (in ``keys`` order)."""
+    for result in results:
+        session.add(
+            Metric(
+                run_id=run_id,
+                dataset_id=dataset_id,
+                name=result.name,
+                value=result.value,
+                ci_low=result.ci_low,
+                ci_high=result.ci_high,
+                n=result.n,
+                higher_is_better=result.higher_is_better,
+                signature=result.signature,
+                details=result.details,
+            )
+        )
+        if result.per_example is not None and len(result.per_example) == len(keys):
+            session.add_all(
+                ExampleScore(run_id=run_id, dataset_id=dataset_id, metric=result.name, example_key=key, value=v)
+                for key, v in zip(keys, result.per_example, strict=True)
+            )
+    session.flush()
+
+
+def mark_succeeded(session: Session, run_id: str, warnings: Sequence[str] = ()) -> None:
+    """running -> succeeded."""
+    run = session.get_one(EvalRun, run_id)
+    run.status, run.finished_at, run.warnings = "succeeded", utcnow(), list(warnings)

@@ -1,0 +1,79 @@
+"""Content fingerprints: sha256 of files, remembered by (path, size, mtime) so a large file is hashed once."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from posteval.settings import get_settings
+
+_CHUNK = 1 << 20
+
+
+def sha256_bytes(data: bytes) -> str:
+    """Hex sha256 of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_json(value: Any) -> str:
+    """Hex sha256 of ``value`` as canonical JSON (sorted keys, no whitespace)."""
+    return sha256_bytes(json.dumps(value, sort_keys=True, separators=(",", ":"), default=str).encode())
+
+
+def _hash_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class FileHashCache:
+    """A small JSON index from (absolute path, size, mtime_ns) to sha256, written atomically."""
+
+    def __init__(self, index_path: Path | None = None) -> None:
+        self.index_path = index_path or get_settings().cache_dir / "file_hashes.json"
+        self._entries: dict[str, str] | None = None
+        self._dirty = False
+
+    def _load(self) -> dict[str, str]:
+        if self._entries is None:
+            try:
+                self._entries = json.loads(self.index_path.read_text())
+            except (OSError, ValueError):
+                self._entries = {}
+        return self._entries
+
+    def file_sha256(self, path: Path) -> str:
+        """sha256 of ``path``'s content, from the index when path, size and mtime are unchanged."""
+        stat = path.stat()
+        key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+        entries = self._load()
+        if key not in entries:
+            entries[key] = _hash_file(path)
+            self._dirty = True
+            self.flush()
+        return entries[key]
+
+    def flush(self) -> None:
+        """Write the index if it changed (atomically, so concurrent workers never read half a file)."""
+        if not self._dirty or self._entries is None:
+            return
+        self.index_path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.index_path.parent, suffix=".tmp")
+        with os.fdopen(fd, "w") as handle:
+            json.dump(self._entries, handle)
+        os.replace(tmp, self.index_path)
+        self._dirty = False
+
+
+def fingerprint_files(root: Path, files: Iterable[Path], cache: FileHashCache | None = None) -> str:
+    """One fingerprint over ``files`` (names relative to ``root`` and their contents), order-independent."""
+    cache = cache or FileHashCache()
+    entries = sorted((str(f.relative_to(root)), cache.file_sha256(f)) for f in files)
+    return sha256_json(entries)

@@ -1,0 +1,88 @@
+"""Queries over past runs, returned as pandas DataFrames."""
+
+from __future__ import annotations
+
+import pandas as pd
+from sqlalchemy import select
+
+from posteval.db.engine import session_scope
+from posteval.db.models import Checkpoint, Dataset, EvalRun, Metric, Suite
+from posteval.errors import InputError
+
+RUN_COLUMNS = ["run_id", "model", "checkpoint", "step", "suite", "trigger", "status", "created_at",
+               "started_at", "finished_at", "error"]
+METRIC_COLUMNS = ["dataset", "name", "value", "ci_low", "ci_high", "n", "higher_is_better"]
+
+
+def runs(
+    *, model: str | None = None, suite: str | None = None, status: str | None = None,
+    limit: int = 50, database_url: str | None = None,
+) -> pd.DataFrame:
+    """Runs, newest first, optionally filtered by model name, suite name and status."""
+    query = (
+        select(EvalRun.id, Checkpoint.model_name, Checkpoint.path, Checkpoint.training_step, Suite.name,
+               EvalRun.trigger, EvalRun.status, EvalRun.created_at, EvalRun.started_at,
+               EvalRun.finished_at, EvalRun.error)
+        .join(Checkpoint, EvalRun.checkpoint_id == Checkpoint.id)
+        .join(Suite, EvalRun.suite_id == Suite.id)
+        .order_by(EvalRun.created_at.desc())
+        .limit(limit)
+    )
+    if model:
+        query = query.where(Checkpoint.model_name == model)
+    if suite:
+        query = query.where(Suite.name == suite)
+    if status:
+        query = query.where(EvalRun.status == status)
+    with session_scope(database_url) as session:
+        rows = session.execute(query).all()
+    return pd.DataFrame([tuple(r) for r in rows], columns=RUN_COLUMNS)
+
+
+def resolve_run_id(prefix: str, *, database_url: str | None = None) -> str:
+    """The full id of the run whose id starts with ``prefix`` (at least 4 characters, unambiguous)."""
+    with session_scope(database_url) as session:
+        matches = session.scalars(select(EvalRun.id).where(EvalRun.id.startswith(prefix)).limit(6)).all()
+    if len(matches) == 1 and len(prefix) >= 4:
+        return matches[0]
+    if not matches:
+        raise InputError(f"no run with id {prefix!r}; `posteval runs list` shows the recent ones")
+    if len(prefix) < 4:
+        raise InputError(f"run id prefix {prefix!r} is too short: give at least 4 characters")
+    raise InputError(f"run id {prefix!r} is ambiguous: it matches {', '.join(matches)}")
+
+
+def run_metrics(run_id: str, *, database_url: str | None = None) -> pd.DataFrame:
+    """The metric rows of one run: dataset, name, value, ci_low, ci_high, n, higher_is_better."""
+    query = (
+        select(Dataset.name, Metric.name, Metric.value, Metric.ci_low, Metric.ci_high, Metric.n,
+               Metric.higher_is_better)
+        .join(Dataset, Metric.dataset_id == Dataset.id)
+        .where(Metric.run_id == run_id)
+        .order_by(Metric.id)
+    )
+    with session_scope(database_url) as session:
+        rows = session.execute(query).all()
+    return pd.DataFrame([tuple(r) for r in rows], columns=METRIC_COLUMNS)
+
+
+def run_summary(run_id: str, *, database_url: str | None = None) -> dict[str, object]:
+    """One run's row as a dict (model, checkpoint, suite, status, times, error, warnings)."""
+    query = (
+        select(EvalRun, Checkpoint, Suite)
+        .join(Checkpoint, EvalRun.checkpoint_id == Checkpoint.id)
+        .join(Suite, EvalRun.suite_id == Suite.id)
+        .where(EvalRun.id == run_id)
+    )
+    with session_scope(database_url) as session:
+        found = session.execute(query).first()
+        if found is None:
+            raise InputError(f"no run with id {run_id!r}")
+        run, ckpt, suite = found
+        return {
+            "run_id": run.id, "model": ckpt.model_name, "checkpoint": ckpt.path,
+            "checkpoint_fingerprint": ckpt.fingerprint, "step": ckpt.training_step, "suite": suite.name,
+            "trigger": run.trigger, "status": run.status, "created_at": run.created_at,
+            "started_at": run.started_at, "finished_at": run.finished_at, "error": run.error,
+            "warnings": list(run.warnings or []), "flow_run_id": run.flow_run_id,
+        }

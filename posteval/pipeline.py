@@ -1,0 +1,201 @@
+"""The stages of an evaluation run as plain functions; tasks/ wraps each one for Prefect.
+
+Between stages only small, serialisable values travel (checkpoint info, suite, dataset fingerprints,
+run ids, metric results); model outputs go through the database, which is the cache and the resume point.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from evaluators import EvalInputs
+from posteval import progress
+from posteval.checkpoint import CheckpointInfo
+from posteval.data import LoadedDataset, load_dataset
+from posteval.db import repo
+from posteval.db.engine import session_scope
+from posteval.errors import RunnerError
+from posteval.hashing import sha256_json
+from posteval.results import MetricResult
+from posteval.runners.base import GenerationOptions
+from posteval.runners.hf import get_runner, pick_device, pick_dtype
+from posteval.settings import get_settings
+from posteval.suite import DatasetSpec, LoadedSuite, Suite
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DatasetRef:
+    """A loaded dataset as passed between stages: its spec and content identity, not its rows."""
+
+    spec: DatasetSpec
+    fingerprint: str
+    row_count: int
+
+
+@dataclass(frozen=True)
+class RunRef:
+    """The run a flow works on, and whether an earlier delivery already finished it."""
+
+    run_id: str
+    created: bool
+    status: str
+
+
+@dataclass
+class DatasetOutcome:
+    """Scored results of one dataset, ready to persist."""
+
+    dataset: DatasetRef
+    keys: list[str]
+    results: list[MetricResult]
+    warnings: list[str] = field(default_factory=list)
+
+
+@lru_cache(maxsize=16)
+def _load_cached(spec_json: str) -> LoadedDataset:
+    return load_dataset(DatasetSpec.model_validate_json(spec_json))
+
+
+def load(spec: DatasetSpec) -> LoadedDataset:
+    """The dataset ``spec`` names, loaded once per process."""
+    return _load_cached(spec.model_dump_json())
+
+
+def prepare_dataset(spec: DatasetSpec) -> DatasetRef:
+    """Load, validate and fingerprint one dataset."""
+    loaded = load(spec)
+    return DatasetRef(spec=spec, fingerprint=loaded.fingerprint, row_count=len(loaded))
+
+
+def config_hash(suite: Suite, spec: DatasetSpec, device: str, dtype: str) -> str:
+    """What decides a dataset's model outputs besides checkpoint and data; batch size is not part of it."""
+    resolved = pick_device(device)
+    return sha256_json(
+        {
+            "runner": "hf",
+            "kind": spec.kind,
+            "scoring": spec.scoring,
+            "prompt": spec.prompt,
+            "labels": spec.labels,
+            "max_new_tokens": suite.generation.max_new_tokens,
+            "stop": suite.generation.stop,
+            "dtype": str(pick_dtype(resolved, dtype)),
+        }
+    )
+
+
+def idempotency_key(checkpoint: CheckpointInfo, suite: LoadedSuite, datasets: Sequence[DatasetRef]) -> str:
+    """Content identity of a run: the same checkpoint, suite and data always map to the same run."""
+    return sha256_json([checkpoint.fingerprint, suite.fingerprint, sorted(d.fingerprint for d in datasets)])
+
+
+def register_run(
+    checkpoint: CheckpointInfo,
+    suite: LoadedSuite,
+    datasets: Sequence[DatasetRef],
+    *,
+    trigger: str,
+    flow_run_id: str | None = None,
+    force: bool = False,
+    database_url: str | None = None,
+) -> RunRef:
+    """Create (or find) the run row and move it to running, unless an earlier delivery already succeeded."""
+    key = idempotency_key(checkpoint, suite, datasets)
+    if force:
+        key = sha256_json([key, repo.utcnow().isoformat()])
+    with session_scope(database_url) as session:
+        ckpt = repo.upsert_checkpoint(session, checkpoint)
+        suite_row = repo.upsert_suite(session, suite.suite.name, suite.fingerprint, suite.source_text)
+        run, created = repo.get_or_create_run(
+            session,
+            checkpoint_id=ckpt.id,
+            suite_id=suite_row.id,
+            trigger=trigger,
+            idempotency_key=key,
+            flow_run_id=flow_run_id,
+        )
+        if run.status == "succeeded":
+            return RunRef(run.id, created, run.status)
+        repo.mark_running(session, run.id, flow_run_id)
+        return RunRef(run.id, created, "running")
+
+
+def generate(
+    checkpoint: CheckpointInfo, suite: Suite, dataset: DatasetRef, *, database_url: str | None = None
+) -> list[str]:
+    """Model outputs for every example not yet stored, written batch by batch; returns run warnings."""
+    settings = get_settings()
+    spec = dataset.spec
+    if spec.kind != "generate" or spec.scoring != "generate":
+        raise RunnerError(f"dataset {spec.name!r}: {spec.kind}/{spec.scoring} needs the loglikelihood runner")
+    loaded = load(spec)
+    chash = config_hash(suite, spec, settings.device, settings.dtype)
+    with session_scope(database_url) as session:
+        done = set(repo.cached_outputs(session, checkpoint.fingerprint, dataset.fingerprint, chash))
+    missing = [i for i, key in enumerate(loaded.keys) if key not in done]
+    if not missing:
+        log.info("dataset %s: all %d outputs cached", spec.name, len(loaded))
+        return []
+    runner = get_runner(checkpoint, settings.device, settings.dtype)
+    warnings_before = len(runner.warnings)
+    prompts = loaded.prompts()
+    options = GenerationOptions(suite.generation.max_new_tokens, tuple(suite.generation.stop))
+    with progress.job(f"{spec.name}: generating", len(missing)) as bar:
+        for batch, outputs in runner.generate(
+            [prompts[i] for i in missing], options, batch_size=suite.generation.batch_size
+        ):
+            items = [(loaded.keys[missing[i]], out, {}) for i, out in zip(batch, outputs, strict=True)]
+            with session_scope(database_url) as session:
+                repo.add_predictions(session, checkpoint.fingerprint, dataset.fingerprint, chash, items)
+            progress.advance(bar, len(items))
+    return [f"{spec.name}: {w}" for w in runner.warnings[warnings_before:]]
+
+
+def score(
+    checkpoint: CheckpointInfo, suite: Suite, dataset: DatasetRef, *, database_url: str | None = None
+) -> DatasetOutcome:
+    """Every metric of the dataset, from the stored outputs."""
+    settings = get_settings()
+    spec = dataset.spec
+    loaded = load(spec)
+    chash = config_hash(suite, spec, settings.device, settings.dtype)
+    with session_scope(database_url) as session:
+        stored = repo.cached_outputs(session, checkpoint.fingerprint, dataset.fingerprint, chash)
+        missing = [key for key in loaded.keys if key not in stored]
+        if missing:
+            raise RunnerError(f"dataset {spec.name!r}: {len(missing)} outputs missing (e.g. {missing[:3]})")
+        predictions = [stored[key].output or "" for key in loaded.keys]
+    inputs = EvalInputs(
+        predictions=predictions,
+        references=loaded.references,
+        labels=spec.labels,
+        rows=loaded.rows,
+        seed=suite.seed,
+        n_bootstrap=suite.bootstrap_resamples,
+    )
+    results = [metric.compute(inputs) for metric in spec.bound_metrics()]
+    return DatasetOutcome(dataset=dataset, keys=loaded.keys, results=results)
+
+
+def persist(
+    run_id: str, outcomes: Sequence[DatasetOutcome], warnings: Sequence[str] = (), *,
+    database_url: str | None = None,
+) -> None:
+    """One transaction: datasets, metrics, per-example scores, and the run marked succeeded."""
+    with session_scope(database_url) as session:
+        for outcome in outcomes:
+            ref = outcome.dataset
+            row = repo.upsert_dataset(session, ref.spec.name, ref.fingerprint, ref.row_count, str(ref.spec.path))
+            repo.save_results(session, run_id, row.id, outcome.keys, outcome.results)
+        repo.mark_succeeded(session, run_id, warnings)
+
+
+def fail(run_id: str, error: str, *, database_url: str | None = None) -> None:
+    """Mark the run failed with ``error``; nothing of it looks like a succeeded run afterwards."""
+    with session_scope(database_url) as session:
+        repo.mark_failed(session, run_id, error)

@@ -1,0 +1,39 @@
+"""One Settings object, read from the environment (prefix POSTEVAL_)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """posteval's configuration: where it keeps its files, which database, which device."""
+
+    model_config = SettingsConfigDict(env_prefix="POSTEVAL_", extra="ignore")
+
+    home: Path = Field(default_factory=lambda: Path.home() / ".posteval")
+    database_url: str = ""
+    device: str = "auto"
+    dtype: str = "auto"
+    sqlite_busy_timeout_ms: int = 30_000
+
+    @model_validator(mode="after")
+    def _default_database(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.home.expanduser() / 'posteval.db'}"
+        self.home = self.home.expanduser()
+        return self
+
+    @property
+    def cache_dir(self) -> Path:
+        """Where fingerprints of large files are remembered."""
+        return self.home / "cache"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings; call ``get_settings.cache_clear()`` after changing the environment."""
+    return Settings()
