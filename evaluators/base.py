@@ -151,7 +151,8 @@ def get_metric(name: str) -> MetricInfo:
     if ":" in name:
         return _import_custom(name)
     known = sorted(_REGISTRY)
-    close = difflib.get_close_matches(name, known, n=1)
+    # A stored name such as "f1_macro" points back to its registered metric.
+    close = difflib.get_close_matches(name, known, n=1) or [k for k in known if name.startswith(f"{k}_")][-1:]
     hint = f" Did you mean {close[0]!r}?" if close else ""
     raise MetricError(f"unknown metric {name!r}.{hint} Known metrics: {', '.join(known)}")
 
@@ -202,16 +203,17 @@ _PLAIN = re.compile(r"[\w.+-]{1,32}")
 
 
 def _option_label(key: str, value: Any) -> str:
+    """A name suffix: ``key``/``no_key`` for flags, the bare value for words, ``key-value`` for numbers."""
     if value is True:
         return key
     if value is False:
         return f"no_{key}"
-    if isinstance(value, (list, tuple)):
-        label = "-".join(str(v) for v in value)
-    else:
-        label = str(value).replace(" ", "")
-    if _PLAIN.fullmatch(label):
-        return label
+    if isinstance(value, str) and _PLAIN.fullmatch(value):
+        return value
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) and _PLAIN.fullmatch(v) for v in value):
+        return "-".join(value)
+    if isinstance(value, (int, float)) or value is None:
+        return f"{key}-{value}"
     # Schemas, patterns and long values: a short stable digest (the signature keeps the full value).
     digest = hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
     return f"{key}-{digest[:8]}"

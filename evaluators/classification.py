@@ -1,10 +1,11 @@
 """Classification metrics over a label set, computed with scikit-learn.
 
-Labels come from generated text by the ``extract`` rule (see :mod:`evaluators.labels`). Every metric is
-computed over the label order "declared labels, then ``<invalid>`` if any prediction is invalid", so an
-invalid answer is its own class in the averages, the confusion matrix and the report. Accuracy's CI is a
-bootstrap of the mean; the averaged metrics' CIs recompute the average on every resample from resampled
-per-class TP / predicted / true counts, with scikit-learn's zero-division rule.
+Labels come from generated text by the ``extract`` rule. Every metric works over the labels that occur
+(see :mod:`evaluators.labels`), so an invalid answer is its own ``<invalid>`` class in the averages, the
+confusion matrix and the report. Accuracy's CI is a bootstrap of the mean; the averaged metrics' CIs
+recompute the average on every resample from resampled per-class true / predicted / true-positive counts,
+exactly as scikit-learn would on the resampled examples (labels absent from a resample leave its macro
+average, and zero divisions score ``zero_division``).
 """
 
 from __future__ import annotations
@@ -61,17 +62,17 @@ def prf_from_sums(
     precision = _divide(tp, pred, zero_division)
     recall = _divide(tp, true, zero_division)
     f1 = _divide(2 * tp, true + pred, zero_division)
-    if average == "weighted":
-        total = true.sum(axis=1, keepdims=True)
-        # scikit-learn falls back to an unweighted mean when every weight is zero.
-        weights = np.where(total > 0, true, 1.0)
-        scale = weights.sum(axis=1)
-        return (
-            (precision * weights).sum(axis=1) / scale,
-            (recall * weights).sum(axis=1) / scale,
-            (f1 * weights).sum(axis=1) / scale,
-        )
-    return precision.mean(axis=1), recall.mean(axis=1), f1.mean(axis=1)
+    if average == "micro":
+        return precision[:, 0], recall[:, 0], f1[:, 0]
+    # scikit-learn averages over the labels present in the (resampled) references or predictions; the
+    # weighted average weighs them by support (every reference is a present label, so support is never 0).
+    weights = ((true + pred) > 0).astype(np.float64) if average == "macro" else true
+    scale = weights.sum(axis=1)
+    return (
+        (precision * weights).sum(axis=1) / scale,
+        (recall * weights).sum(axis=1) / scale,
+        (f1 * weights).sum(axis=1) / scale,
+    )
 
 
 def _options(extract: Extraction, pattern: str | None, **extra: Any) -> dict[str, Any]:
@@ -88,13 +89,17 @@ def _averaged_result(
     zero_division: ZeroDivision,
     options: dict[str, Any],
     details: dict[str, Any],
+    value: float | None = None,
 ) -> MetricResult:
     """Averaged precision, recall or F1 (``measure``): scikit-learn's value, a recomputing bootstrap CI."""
     index = _PRF_INDEX[measure]
-    value = float("nan")
-    if data.references:
+    if value is None and not data.references:
+        value = float("nan")
+    elif value is None:
+        # data.order holds exactly the labels scikit-learn finds by default; leaving ``labels`` unset keeps
+        # the value bit-identical to a plain scikit-learn call.
         value = precision_recall_fscore_support(
-            data.references, data.predicted, labels=data.order, average=average, zero_division=zero_division
+            data.references, data.predicted, average=average, zero_division=zero_division
         )[index]
     return corpus_result(
         name,
@@ -241,6 +246,7 @@ def report(
         zero_division=zero_division,
         options=_options(extract, pattern, zero_division=zero_division),
         details={"labels": data.order, "report": _plain(table)},
+        value=table["macro avg"]["f1-score"] if table else None,
     )
 
 

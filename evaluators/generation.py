@@ -28,7 +28,7 @@ ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 
 
 def reference_streams(references: Sequence[Any]) -> list[list[str | None]]:
-    """sacrebleu's reference layout: stream j holds every example's j-th reference (None where it has none)."""
+    """sacrebleu's reference layout: stream j holds each example's j-th reference, or None."""
     per_example = [reference_strings(r) for r in references]
     width = max((len(refs) for refs in per_example), default=1)
     return [[refs[j] if j < len(refs) else None for refs in per_example] for j in range(width)]
@@ -50,7 +50,7 @@ def _sacrebleu_result(
         # The same two steps as sacrebleu's corpus_score, keeping the per-segment statistics.
         segments = corpus._extract_corpus_statistics(hypotheses, reference_streams(references))
         value = corpus._aggregate_and_compute(segments).score
-    stats = np.asarray(segments, dtype=np.float64).reshape(len(segments), -1)
+    stats = np.asarray(segments, dtype=np.float64) if segments else np.zeros((0, 1))
 
     def score(sums: np.ndarray) -> np.ndarray:
         rows = np.rint(sums).astype(np.int64).tolist()
@@ -102,7 +102,7 @@ def chrf(
     whitespace: bool = False,
     eps_smoothing: bool = False,
 ) -> MetricResult:
-    """sacrebleu's corpus chrF (0-100; chrF++ with ``word_order: 2``); per-example scores are sentence chrF."""
+    """sacrebleu's corpus chrF (0-100; chrF++ with ``word_order: 2``); per-example: sentence chrF."""
     settings = {
         "char_order": char_order,
         "word_order": word_order,
@@ -123,15 +123,19 @@ def rouge_scores(
     scores = []
     for prediction, reference in zip(predictions, references, strict=True):
         targets = reference_strings(reference)
-        result = scorer.score(targets[0], prediction) if len(targets) == 1 else scorer.score_multi(
-            targets, prediction
+        result = (
+            scorer.score(targets[0], prediction)
+            if len(targets) == 1
+            else scorer.score_multi(targets, prediction)
         )
         scores.append(result[rouge_type])
     return scores
 
 
 def _register_rouge(rouge_type: str) -> None:
-    def metric(inputs: EvalInputs, *, use_stemmer: bool = False, score: RougeScore = "fmeasure") -> MetricResult:
+    def metric(
+        inputs: EvalInputs, *, use_stemmer: bool = False, score: RougeScore = "fmeasure"
+    ) -> MetricResult:
         references = require_references(inputs, rouge_type)
         scores = rouge_scores(inputs.predictions, references, rouge_type, use_stemmer=use_stemmer)
         means = {

@@ -1,8 +1,8 @@
 """Label extraction: generated text mapped onto a dataset's label set, or onto ``<invalid>``.
 
-The label order every classification metric reports in is the dataset's label set as declared, followed by
-``<invalid>`` when at least one prediction falls outside it, so an unparseable answer is counted as its own
-class and never silently dropped.
+Every classification metric works over the labels that occur as a reference or a prediction (the set
+scikit-learn uses by default), in the label set's declared order, with ``<invalid>`` last when at least one
+prediction falls outside the label set: an unparseable answer is its own class, never silently dropped.
 """
 
 from __future__ import annotations
@@ -87,5 +87,6 @@ def labelled(inputs: EvalInputs, metric: str, extract: Extraction, pattern: str 
                 f"{declared}"
             )
     predicted = [extract_label(p, declared, rule=extract, pattern=pattern) for p in inputs.predictions]
-    order = [*declared, INVALID] if INVALID in predicted else declared
+    occurring = set(references) | set(predicted)
+    order = [label for label in [*declared, INVALID] if label in occurring]
     return Labelled(references=references, predicted=predicted, order=order)

@@ -1,4 +1,4 @@
-"""Text-generation metrics."""
+"""Exact match with normalisation options."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import string
 import unicodedata
 
 from evaluators.base import EvalInputs, register_metric
-from evaluators.common import decomposable_result, require_references
+from evaluators.common import Regex, decomposable_result, reference_strings, require_references
 from posteval.results import MetricResult
 
 _PUNCT = str.maketrans("", "", string.punctuation)
@@ -45,9 +45,9 @@ def exact_match(
     ignore_case: bool = False,
     ignore_punctuation: bool = False,
     collapse_whitespace: bool = False,
-    regexes_to_ignore: list[str] = [],  # noqa: B006 - pydantic copies defaults
+    regexes_to_ignore: list[Regex] = [],  # noqa: B006 - pydantic copies defaults
 ) -> MetricResult:
-    """Share of predictions equal to their reference after the chosen normalisations."""
+    """Share of predictions equal to their reference (or to one of several) after the normalisations."""
     references = require_references(inputs, "exact_match")
     options = {
         "strip": strip,
@@ -57,7 +57,7 @@ def exact_match(
         "regexes_to_ignore": tuple(regexes_to_ignore),
     }
     scores = [
-        float(normalize_text(p, **options) == normalize_text(str(r), **options))
-        for p, r in zip(inputs.predictions, references, strict=True)
+        float(normalize_text(p, **options) in {normalize_text(r, **options) for r in reference_strings(refs)})
+        for p, refs in zip(inputs.predictions, references, strict=True)
     ]
     return decomposable_result("exact_match", scores, inputs, higher_is_better=True, options=options)

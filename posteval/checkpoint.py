@@ -55,7 +55,11 @@ def content_files(folder: Path) -> list[Path]:
     adapter = (folder / "adapter_config.json").is_file()
     weights = _weight_files(folder, ADAPTER_WEIGHTS if adapter else WEIGHT_PATTERNS)
     if not weights:
-        expected = ADAPTER_WEIGHTS if adapter else ("model.safetensors", "pytorch_model.bin", "sharded *.safetensors")
+        expected = (
+            ADAPTER_WEIGHTS
+            if adapter
+            else ("model.safetensors", "pytorch_model.bin", "sharded *.safetensors")
+        )
         raise CheckpointError(
             f"checkpoint {folder}: no weights found (expected one of {', '.join(expected)})"
         )
@@ -115,7 +119,9 @@ def resolve_checkpoint(
     if not folder.exists():
         raise CheckpointError(f"checkpoint folder not found: {folder}")
     if not folder.is_dir():
-        raise CheckpointError(f"checkpoint {folder} is not a folder (expected a transformers checkpoint folder)")
+        raise CheckpointError(
+            f"checkpoint {folder} is not a folder (expected a transformers checkpoint folder)"
+        )
     is_adapter = (folder / "adapter_config.json").is_file()
     if not is_adapter and not (folder / "config.json").is_file():
         raise CheckpointError(f"checkpoint {folder}: config.json is missing")

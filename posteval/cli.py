@@ -15,15 +15,19 @@ from typing import Annotated, Any, NoReturn
 import pandas as pd
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
 from posteval import history, progress
 from posteval.errors import PostevalError
 from posteval.output import Format, emit, to_json
 
-app = typer.Typer(help="Evaluate fine-tuned checkpoints, keep every result, catch regressions.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="Evaluate fine-tuned checkpoints, keep every result, catch regressions.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 runs_app = typer.Typer(help="Past runs.", no_args_is_help=True)
 db_app = typer.Typer(help="The database.", no_args_is_help=True)
 app.add_typer(runs_app, name="runs")
@@ -45,11 +49,16 @@ def _quiet(verbose: bool) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    if not verbose:  # a failed task is reported once, by us, not with Prefect's traceback
+        for name in ("prefect", "docket", "uvicorn", "httpx"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def _fail(exc: PostevalError) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+    err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
     raise typer.Exit(exc.exit_code)
 
 
@@ -78,25 +87,51 @@ class RichProgress:
 
 
 def _progress_bar() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=err_console, transient=False)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=False,
+    )
 
 
 def run_evaluation(
-    checkpoint: str, suite: str, *, trigger: str = "manual", model_name: str | None = None,
-    force: bool = False, database_url: str | None = None,
+    checkpoint: str,
+    suite: str,
+    *,
+    trigger: str = "manual",
+    model_name: str | None = None,
+    force: bool = False,
+    database_url: str | None = None,
 ) -> str:
-    """Bring the database to head and run the post-training flow with a progress bar; returns the run id."""
-    from posteval.db.migrate import upgrade
+    """Check the inputs, bring the database to head, run the post-training flow; returns the run id.
 
+    Bad input is found here, before Prefect starts, so it costs a second and prints one line.
+    """
+    from posteval.checkpoint import resolve_checkpoint
+    from posteval.db.migrate import upgrade
+    from posteval.pipeline import prepare_dataset
+    from posteval.suite import load_suite
+
+    resolve_checkpoint(checkpoint, model_name=model_name)
+    for spec in load_suite(suite).suite.datasets:
+        prepare_dataset(spec)
     upgrade(database_url)
     from flows.post_training import evaluate_checkpoint
 
     with _progress_bar() as bar:
         progress.set_sink(RichProgress(bar))
         try:
-            return evaluate_checkpoint(checkpoint=checkpoint, suite=suite, trigger=trigger,
-                                       model_name=model_name, force=force, database_url=database_url)
+            return evaluate_checkpoint(
+                checkpoint=checkpoint,
+                suite=suite,
+                trigger=trigger,
+                model_name=model_name,
+                force=force,
+                database_url=database_url,
+            )
         finally:
             progress.set_sink(None)
 
@@ -104,13 +139,20 @@ def run_evaluation(
 def metric_table(metrics: pd.DataFrame) -> Table:
     """Metrics as a compact terminal table: value, 95% CI, n, and which way is better."""
     table = Table(title="metrics", header_style="bold")
-    for name, justify in (("dataset", "left"), ("metric", "left"), ("value", "right"), ("95% CI", "right"),
-                          ("n", "right"), ("better", "center")):
+    for name, justify in (
+        ("dataset", "left"),
+        ("metric", "left"),
+        ("value", "right"),
+        ("95% CI", "right"),
+        ("n", "right"),
+        ("better", "center"),
+    ):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     for row in metrics.itertuples(index=False):
         ci = "-" if pd.isna(row.ci_low) else f"[{row.ci_low:.4f}, {row.ci_high:.4f}]"
-        table.add_row(row.dataset, row.name, f"{row.value:.4f}", ci, str(row.n),
-                      "↑" if row.higher_is_better else "↓")
+        table.add_row(
+            row.dataset, row.name, f"{row.value:.4f}", ci, str(row.n), "↑" if row.higher_is_better else "↓"
+        )
     return table
 
 
@@ -126,8 +168,11 @@ def print_run(run_id: str, fmt: Format = Format.table, database_url: str | None 
     if fmt is Format.csv:
         emit(metrics, fmt, console)
         return
-    console.print(f"run [bold]{run_id}[/]  model {summary['model']}  suite {summary['suite']}  "
-                  f"status [bold]{summary['status']}[/]", highlight=False)
+    console.print(
+        f"run [bold]{run_id}[/]  model {summary['model']}  suite {summary['suite']}  "
+        f"status [bold]{summary['status']}[/]",
+        highlight=False,
+    )
     console.print(metric_table(metrics))
     for warning in summary["warnings"]:  # type: ignore[attr-defined]
         console.print(f"[yellow]warning:[/] {warning}", highlight=False)
@@ -137,9 +182,13 @@ def print_run(run_id: str, fmt: Format = Format.table, database_url: str | None 
 
 @app.command()
 def evaluate(
-    checkpoint: Annotated[str, typer.Argument(help="A transformers checkpoint folder or PEFT adapter folder.")],
+    checkpoint: Annotated[
+        str, typer.Argument(help="A transformers checkpoint folder or PEFT adapter folder.")
+    ],
     suite: Annotated[Path, typer.Option("--suite", "-s", help="The suite YAML file.")],
-    model_name: Annotated[str | None, typer.Option("--model", help="Model name (default: the folder's).")] = None,
+    model_name: Annotated[
+        str | None, typer.Option("--model", help="Model name (default: the folder's).")
+    ] = None,
     force: Annotated[bool, typer.Option(help="Make a new run even if this content was evaluated.")] = False,
     fmt: FormatOpt = Format.table,
     verbose: VerboseOpt = False,
@@ -160,7 +209,9 @@ def runs_list(
 ) -> None:
     """List past runs, newest first."""
     _quiet(False)
-    frame = _guard(lambda: _with_schema(lambda: history.runs(model=model, suite=suite, status=status, limit=limit)))
+    frame = _guard(
+        lambda: _with_schema(lambda: history.runs(model=model, suite=suite, status=status, limit=limit))
+    )
     emit(frame.drop(columns=["error"]) if fmt is Format.table else frame, fmt, console, title="runs")
 
 
@@ -193,7 +244,9 @@ def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")]
 
 @app.command()
 def demo(
-    workdir: Annotated[Path | None, typer.Option(help="Where models are built (default POSTEVAL_HOME/demo).")] = None,
+    workdir: Annotated[
+        Path | None, typer.Option(help="Where models are built (default POSTEVAL_HOME/demo).")
+    ] = None,
     verbose: VerboseOpt = False,
 ) -> None:
     """Build a tiny model, fine-tune it, evaluate it into the default database, show the results."""

@@ -78,7 +78,9 @@ def _read_rows(spec: DatasetSpec) -> list[dict[str, Any]]:
         try:
             loaded = datasets.load_from_disk(str(path))
         except Exception as exc:
-            raise DatasetError(f"dataset {spec.name!r}: {path} is not a saved `datasets` folder: {exc}") from exc
+            raise DatasetError(
+                f"dataset {spec.name!r}: {path} is not a saved `datasets` folder: {exc}"
+            ) from exc
         if isinstance(loaded, datasets.DatasetDict):
             if spec.split is None or spec.split not in loaded:
                 raise DatasetError(
@@ -113,7 +115,7 @@ def _validate_rows(spec: DatasetSpec, rows: list[dict[str, Any]]) -> list[str]:
             where = f"{spec.path}:{index + 1}" if line == "line" else f"{spec.path} row {index}"
             raise DatasetError(
                 f"dataset {spec.name!r}: {where}: missing field(s) {missing} "
-                f"named by the suite (row has {sorted(row)})"
+                f"named by the suite (row has {sorted(k for k, v in row.items() if v is not None)})"
             )
     if spec.labels and spec.reference:
         unknown = sorted({str(row[spec.reference]) for row in rows} - set(spec.labels))

@@ -9,20 +9,45 @@ from posteval.db.engine import session_scope
 from posteval.db.models import Checkpoint, Dataset, EvalRun, Metric, Suite
 from posteval.errors import InputError
 
-RUN_COLUMNS = ["run_id", "model", "checkpoint", "step", "suite", "trigger", "status", "created_at",
-               "started_at", "finished_at", "error"]
+RUN_COLUMNS = [
+    "run_id",
+    "model",
+    "checkpoint",
+    "step",
+    "suite",
+    "trigger",
+    "status",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "error",
+]
 METRIC_COLUMNS = ["dataset", "name", "value", "ci_low", "ci_high", "n", "higher_is_better"]
 
 
 def runs(
-    *, model: str | None = None, suite: str | None = None, status: str | None = None,
-    limit: int = 50, database_url: str | None = None,
+    *,
+    model: str | None = None,
+    suite: str | None = None,
+    status: str | None = None,
+    limit: int = 50,
+    database_url: str | None = None,
 ) -> pd.DataFrame:
     """Runs, newest first, optionally filtered by model name, suite name and status."""
     query = (
-        select(EvalRun.id, Checkpoint.model_name, Checkpoint.path, Checkpoint.training_step, Suite.name,
-               EvalRun.trigger, EvalRun.status, EvalRun.created_at, EvalRun.started_at,
-               EvalRun.finished_at, EvalRun.error)
+        select(
+            EvalRun.id,
+            Checkpoint.model_name,
+            Checkpoint.path,
+            Checkpoint.training_step,
+            Suite.name,
+            EvalRun.trigger,
+            EvalRun.status,
+            EvalRun.created_at,
+            EvalRun.started_at,
+            EvalRun.finished_at,
+            EvalRun.error,
+        )
         .join(Checkpoint, EvalRun.checkpoint_id == Checkpoint.id)
         .join(Suite, EvalRun.suite_id == Suite.id)
         .order_by(EvalRun.created_at.desc())
@@ -55,8 +80,15 @@ def resolve_run_id(prefix: str, *, database_url: str | None = None) -> str:
 def run_metrics(run_id: str, *, database_url: str | None = None) -> pd.DataFrame:
     """The metric rows of one run: dataset, name, value, ci_low, ci_high, n, higher_is_better."""
     query = (
-        select(Dataset.name, Metric.name, Metric.value, Metric.ci_low, Metric.ci_high, Metric.n,
-               Metric.higher_is_better)
+        select(
+            Dataset.name,
+            Metric.name,
+            Metric.value,
+            Metric.ci_low,
+            Metric.ci_high,
+            Metric.n,
+            Metric.higher_is_better,
+        )
         .join(Dataset, Metric.dataset_id == Dataset.id)
         .where(Metric.run_id == run_id)
         .order_by(Metric.id)
@@ -80,9 +112,18 @@ def run_summary(run_id: str, *, database_url: str | None = None) -> dict[str, ob
             raise InputError(f"no run with id {run_id!r}")
         run, ckpt, suite = found
         return {
-            "run_id": run.id, "model": ckpt.model_name, "checkpoint": ckpt.path,
-            "checkpoint_fingerprint": ckpt.fingerprint, "step": ckpt.training_step, "suite": suite.name,
-            "trigger": run.trigger, "status": run.status, "created_at": run.created_at,
-            "started_at": run.started_at, "finished_at": run.finished_at, "error": run.error,
-            "warnings": list(run.warnings or []), "flow_run_id": run.flow_run_id,
+            "run_id": run.id,
+            "model": ckpt.model_name,
+            "checkpoint": ckpt.path,
+            "checkpoint_fingerprint": ckpt.fingerprint,
+            "step": ckpt.training_step,
+            "suite": suite.name,
+            "trigger": run.trigger,
+            "status": run.status,
+            "created_at": run.created_at,
+            "started_at": run.started_at,
+            "finished_at": run.finished_at,
+            "error": run.error,
+            "warnings": list(run.warnings or []),
+            "flow_run_id": run.flow_run_id,
         }

@@ -183,14 +183,19 @@ def score(
 
 
 def persist(
-    run_id: str, outcomes: Sequence[DatasetOutcome], warnings: Sequence[str] = (), *,
+    run_id: str,
+    outcomes: Sequence[DatasetOutcome],
+    warnings: Sequence[str] = (),
+    *,
     database_url: str | None = None,
 ) -> None:
     """One transaction: datasets, metrics, per-example scores, and the run marked succeeded."""
     with session_scope(database_url) as session:
         for outcome in outcomes:
             ref = outcome.dataset
-            row = repo.upsert_dataset(session, ref.spec.name, ref.fingerprint, ref.row_count, str(ref.spec.path))
+            row = repo.upsert_dataset(
+                session, ref.spec.name, ref.fingerprint, ref.row_count, str(ref.spec.path)
+            )
             repo.save_results(session, run_id, row.id, outcome.keys, outcome.results)
         repo.mark_succeeded(session, run_id, warnings)
 

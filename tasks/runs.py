@@ -24,7 +24,12 @@ def register_run_task(
 ) -> pipeline.RunRef:
     """Create or find the run row (idempotent on content) and move it to running."""
     return pipeline.register_run(
-        checkpoint, suite, datasets, trigger=trigger, flow_run_id=flow_run_id, force=force,
+        checkpoint,
+        suite,
+        datasets,
+        trigger=trigger,
+        flow_run_id=flow_run_id,
+        force=force,
         database_url=database_url,
     )
 

@@ -37,9 +37,7 @@ def truncate_at_stop(text: str, stop: Sequence[str]) -> str:
     return text[:cut]
 
 
-def length_sorted_batches(
-    lengths: Sequence[int], batch_size: int
-) -> list[list[int]]:
+def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     """Indices grouped into batches, longest first, so an out-of-memory error shows on the first batch."""
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
     return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]

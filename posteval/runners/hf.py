@@ -33,8 +33,14 @@ def pick_device(requested: str = "auto") -> torch.device:
 def pick_dtype(device: torch.device, requested: str = "auto") -> torch.dtype:
     """``requested``, or for "auto" bf16 on a GPU that supports it, fp16 on mps, else fp32."""
     if requested != "auto":
-        names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-                 "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+        names = {
+            "float32": torch.float32,
+            "fp32": torch.float32,
+            "bfloat16": torch.bfloat16,
+            "bf16": torch.bfloat16,
+            "float16": torch.float16,
+            "fp16": torch.float16,
+        }
         if requested not in names:
             raise CheckpointError(f"unknown dtype {requested!r} (expected one of {sorted(names)} or auto)")
         return names[requested]
@@ -74,7 +80,9 @@ class HFRunner:
                 assert checkpoint.base_path is not None
                 base = AutoModelForCausalLM.from_pretrained(str(checkpoint.base_path), dtype=self.dtype)
                 model: Any = PeftModel.from_pretrained(base, str(checkpoint.path))
-                if not any((checkpoint.path / n).exists() for n in ("tokenizer.json", "tokenizer_config.json")):
+                if not any(
+                    (checkpoint.path / n).exists() for n in ("tokenizer.json", "tokenizer_config.json")
+                ):
                     tokenizer_path = str(checkpoint.base_path)
             else:
                 model = AutoModelForCausalLM.from_pretrained(str(checkpoint.path), dtype=self.dtype)
@@ -85,8 +93,10 @@ class HFRunner:
         # generation recomputes the whole prefix at every step.
         model.config.use_cache = True
         self.model = model.to(self.device).eval()
-        self.max_length = int(getattr(model.config, "n_positions", None)
-                              or getattr(model.config, "max_position_embeddings", 2048))
+        self.max_length = int(
+            getattr(model.config, "n_positions", None)
+            or getattr(model.config, "max_position_embeddings", 2048)
+        )
 
     def _batch_size(self, batch_size: BatchSize) -> int:
         return DEFAULT_BATCH_SIZE if batch_size == "auto" else int(batch_size)
@@ -99,7 +109,9 @@ class HFRunner:
         lengths = [len(ids) for ids in self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]]
         truncated = sum(length > max_prompt for length in lengths)
         if truncated:
-            self.warnings.append(f"{truncated} prompt(s) longer than {max_prompt} tokens were truncated from the left")
+            self.warnings.append(
+                f"{truncated} prompt(s) longer than {max_prompt} tokens were truncated from the left"
+            )
         for indices in length_sorted_batches(lengths, self._batch_size(batch_size)):
             outputs = self._generate_batch([prompts[i] for i in indices], options, max_prompt)
             yield indices, outputs
@@ -107,7 +119,11 @@ class HFRunner:
     @torch.inference_mode()
     def _generate_batch(self, prompts: list[str], options: GenerationOptions, max_prompt: int) -> list[str]:
         encoded = self.tokenizer(
-            prompts, return_tensors="pt", padding=True, truncation=True, max_length=max_prompt,
+            prompts,
+            return_tensors="pt",
+            padding=True,
+            truncation=True,
+            max_length=max_prompt,
             add_special_tokens=False,
         ).to(self.device)
         generated = self.model.generate(
@@ -120,7 +136,7 @@ class HFRunner:
             tokenizer=self.tokenizer,
             pad_token_id=self.tokenizer.pad_token_id,
         )
-        new_tokens = generated[:, encoded["input_ids"].shape[1]:]
+        new_tokens = generated[:, encoded["input_ids"].shape[1] :]
         texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
         return [truncate_at_stop(text, options.stop) for text in texts]
 
