@@ -11,6 +11,7 @@ import os
 import random
 import time
 from collections.abc import Callable
+from functools import partial
 
 from evaluators import EvalInputs, resolve_metric
 
@@ -82,8 +83,8 @@ def main() -> None:
     for label, (inputs, name) in cases.items():
         metric = resolve_metric(name)
         without_ci = EvalInputs(**{**inputs.__dict__, "n_bootstrap": 0})
-        with_ci_s = _best_of(args.repeat, lambda m=metric, i=inputs: m.compute(i))
-        no_ci_s = _best_of(args.repeat, lambda m=metric, i=without_ci: m.compute(i))
+        with_ci_s = _best_of(args.repeat, partial(metric.compute, inputs))
+        no_ci_s = _best_of(args.repeat, partial(metric.compute, without_ci))
         result = metric.compute(inputs)
         print(
             f"{label:<12} {with_ci_s:>8.3f}s {no_ci_s:>8.3f}s {with_ci_s - no_ci_s:>8.3f}s  "

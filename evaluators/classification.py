@@ -138,7 +138,7 @@ def _register_averaged(name: str) -> None:
         )
 
     metric.__name__ = metric.__qualname__ = name
-    metric.__doc__ = f"Averaged {name} (macro by default) over the label order, by scikit-learn."
+    metric.__doc__ = f"Averaged {name} (macro by default) over the labels that occur, by scikit-learn."
     register_metric(name, higher_is_better=True, needs_labels=True, check=check_extraction)(metric)
 
 
@@ -152,16 +152,8 @@ def accuracy(
 ) -> MetricResult:
     """Share of examples whose extracted label equals the reference; per-example scores are 1 or 0."""
     data = labelled(inputs, "accuracy", extract, pattern)
-    return _accuracy_result(
-        "accuracy",
-        data,
-        inputs,
-        _options(extract, pattern),
-        {
-            "labels": data.order,
-            "invalid": data.invalid,
-        },
-    )
+    details = {"labels": data.order, "invalid": data.invalid}
+    return _accuracy_result("accuracy", data, inputs, _options(extract, pattern), details)
 
 
 def _accuracy_result(
@@ -192,6 +184,29 @@ def confusion(
     return _accuracy_result("confusion_matrix", data, inputs, _options(extract, pattern), details)
 
 
+def _macro_f1_with_table(
+    name: str,
+    key: str,
+    data: Labelled,
+    inputs: EvalInputs,
+    options: dict[str, Any],
+    table: dict[str, Any],
+    value: float | None = None,
+) -> MetricResult:
+    """Macro F1 (and its CI) with a per-label ``table`` under ``details[key]``."""
+    return _averaged_result(
+        name,
+        "f1",
+        data,
+        inputs,
+        average="macro",
+        zero_division=options["zero_division"],
+        options=options,
+        details={"labels": data.order, key: table},
+        value=value,
+    )
+
+
 @register_metric("per_class", higher_is_better=True, needs_labels=True, check=check_extraction)
 def per_class(
     inputs: EvalInputs,
@@ -200,7 +215,7 @@ def per_class(
     extract: Extraction = "first_line",
     pattern: Regex | None = None,
 ) -> MetricResult:
-    """Macro F1 as the value; details hold each label's precision, recall, F1 and support, in label order."""
+    """Macro F1 as the value; ``details["per_class"]`` holds each label's precision, recall, F1, support."""
     data = labelled(inputs, "per_class", extract, pattern)
     table: dict[str, dict[str, float]] = {}
     if data.references:
@@ -210,16 +225,8 @@ def per_class(
         for i, label in enumerate(data.order):
             precision, recall, f1, support = (float(column[i]) for column in columns)
             table[label] = {"precision": precision, "recall": recall, "f1": f1, "support": int(support)}
-    return _averaged_result(
-        "per_class",
-        "f1",
-        data,
-        inputs,
-        average="macro",
-        zero_division=zero_division,
-        options=_options(extract, pattern, zero_division=zero_division),
-        details={"labels": data.order, "per_class": table},
-    )
+    options = _options(extract, pattern, zero_division=zero_division)
+    return _macro_f1_with_table("per_class", "per_class", data, inputs, options, table)
 
 
 @register_metric("classification_report", higher_is_better=True, needs_labels=True, check=check_extraction)
@@ -230,24 +237,22 @@ def report(
     extract: Extraction = "first_line",
     pattern: Regex | None = None,
 ) -> MetricResult:
-    """Macro F1 as the value; details hold scikit-learn's classification report as a dict."""
+    """The report's macro F1 as the value; ``details["report"]`` holds scikit-learn's report as a dict."""
     data = labelled(inputs, "classification_report", extract, pattern)
     table: dict[str, Any] = {}
     if data.references:
-        table = classification_report(
-            data.references, data.predicted, labels=data.order, output_dict=True, zero_division=zero_division
+        table = _plain(
+            classification_report(
+                data.references,
+                data.predicted,
+                labels=data.order,
+                output_dict=True,
+                zero_division=zero_division,
+            )
         )
-    return _averaged_result(
-        "classification_report",
-        "f1",
-        data,
-        inputs,
-        average="macro",
-        zero_division=zero_division,
-        options=_options(extract, pattern, zero_division=zero_division),
-        details={"labels": data.order, "report": _plain(table)},
-        value=table["macro avg"]["f1-score"] if table else None,
-    )
+    options = _options(extract, pattern, zero_division=zero_division)
+    value = table["macro avg"]["f1-score"] if table else None
+    return _macro_f1_with_table("classification_report", "report", data, inputs, options, table, value)
 
 
 def _plain(value: Any) -> Any:

@@ -150,28 +150,16 @@ def decomposable_result(
     )
 
 
+def corpus_ci(inputs: EvalInputs, stats: Stats, score: ScoreFn) -> tuple[float | None, float | None]:
+    """CI of a corpus metric: ``score`` recomputed from per-example ``stats`` summed over each resample."""
+    return stats_ci(stats, score, n_resamples=inputs.n_bootstrap, seed=inputs.seed)
+
+
 def corpus_result(
-    name: str,
-    value: float,
-    inputs: EvalInputs,
-    *,
-    stats: Stats,
-    score: ScoreFn,
-    higher_is_better: bool,
-    options: Mapping[str, Any],
-    libraries: Sequence[str] = (),
-    per_example: Sequence[float] | None = None,
-    details: dict[str, Any] | None = None,
+    name: str, value: float, inputs: EvalInputs, *, stats: Stats, score: ScoreFn, **fields: Any
 ) -> MetricResult:
-    """A corpus-level result: ``value`` from the library, CI from recomputing ``score`` on resampled stats."""
-    return make_result(
-        name,
-        value,
-        inputs,
-        higher_is_better=higher_is_better,
-        options=options,
-        libraries=libraries,
-        per_example=per_example,
-        ci=stats_ci(stats, score, n_resamples=inputs.n_bootstrap, seed=inputs.seed),
-        details=details,
-    )
+    """A corpus-level result: ``value`` from the library, CI from recomputing ``score`` on resampled stats.
+
+    ``fields`` are :func:`make_result`'s keyword arguments (higher_is_better, options, per_example ...).
+    """
+    return make_result(name, value, inputs, ci=corpus_ci(inputs, stats, score), **fields)

@@ -48,7 +48,8 @@ def _sacrebleu_result(
     value = float("nan")
     if hypotheses:
         # The same two steps as sacrebleu's corpus_score, keeping the per-segment statistics.
-        segments = corpus._extract_corpus_statistics(hypotheses, reference_streams(references))
+        streams: Any = reference_streams(references)  # sacrebleu takes None for a missing reference
+        segments = corpus._extract_corpus_statistics(hypotheses, streams)
         value = corpus._aggregate_and_compute(segments).score
     stats = np.asarray(segments, dtype=np.float64) if segments else np.zeros((0, 1))
 
@@ -80,7 +81,7 @@ def bleu(
     smooth_value: float | None = None,
 ) -> MetricResult:
     """sacrebleu's corpus BLEU (0-100); per-example scores are sentence BLEU with effective order."""
-    settings = {
+    settings: dict[str, Any] = {
         "tokenize": tokenize,
         "lowercase": lowercase,
         "smooth_method": smooth_method,
@@ -103,7 +104,7 @@ def chrf(
     eps_smoothing: bool = False,
 ) -> MetricResult:
     """sacrebleu's corpus chrF (0-100; chrF++ with ``word_order: 2``); per-example: sentence chrF."""
-    settings = {
+    settings: dict[str, Any] = {
         "char_order": char_order,
         "word_order": word_order,
         "beta": beta,

@@ -142,7 +142,8 @@ def json_field_accuracy(inputs: EvalInputs, *, fields: list[str] | None = None) 
     """
     references = require_references(inputs, "json_field_accuracy")
     missing = object()
-    scores, per_field = [], {}
+    scores: list[float] = []
+    per_field: dict[str, list[float]] = {}
     for i, (prediction, reference) in enumerate(zip(inputs.predictions, references, strict=True)):
         expected = _reference_object(reference, i)
         ok, predicted = parse_json(prediction)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import string
 import unicodedata
+from typing import Any
 
 from evaluators.base import EvalInputs, register_metric
 from evaluators.common import Regex, decomposable_result, reference_strings, require_references
@@ -49,7 +50,7 @@ def exact_match(
 ) -> MetricResult:
     """Share of predictions equal to their reference (or to one of several) after the normalisations."""
     references = require_references(inputs, "exact_match")
-    options = {
+    options: dict[str, Any] = {
         "strip": strip,
         "ignore_case": ignore_case,
         "ignore_punctuation": ignore_punctuation,

@@ -7,9 +7,10 @@ run ids, metric results); model outputs go through the database, which is the ca
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
 
 from evaluators import EvalInputs
 from posteval import progress
@@ -20,8 +21,8 @@ from posteval.db.engine import session_scope
 from posteval.errors import RunnerError
 from posteval.hashing import sha256_json
 from posteval.results import MetricResult
-from posteval.runners.base import GenerationOptions
-from posteval.runners.hf import get_runner, pick_device, pick_dtype
+from posteval.runners.base import GenerationOptions, Loglikelihood
+from posteval.runners.hf import HFRunner, get_runner, pick_device, pick_dtype
 from posteval.settings import get_settings
 from posteval.suite import DatasetSpec, LoadedSuite, Suite
 
@@ -75,18 +76,22 @@ def prepare_dataset(spec: DatasetSpec) -> DatasetRef:
 def config_hash(suite: Suite, spec: DatasetSpec, device: str, dtype: str) -> str:
     """What decides a dataset's model outputs besides checkpoint and data; batch size is not part of it."""
     resolved = pick_device(device)
-    return sha256_json(
-        {
-            "runner": "hf",
-            "kind": spec.kind,
-            "scoring": spec.scoring,
+    settings: dict[str, object] = {
+        "runner": "hf",
+        "kind": spec.kind,
+        "dtype": str(pick_dtype(resolved, dtype)),
+    }
+    if spec.kind == "perplexity":
+        settings |= {"text": spec.text, "stride": spec.stride}
+    elif spec.scoring == "loglikelihood":
+        settings |= {"prompt": spec.prompt, "labels": spec.labels, "delimiter": spec.target_delimiter}
+    else:
+        settings |= {
             "prompt": spec.prompt,
-            "labels": spec.labels,
             "max_new_tokens": suite.generation.max_new_tokens,
             "stop": suite.generation.stop,
-            "dtype": str(pick_dtype(resolved, dtype)),
         }
-    )
+    return sha256_json(settings)
 
 
 def idempotency_key(checkpoint: CheckpointInfo, suite: LoadedSuite, datasets: Sequence[DatasetRef]) -> str:
@@ -125,34 +130,91 @@ def register_run(
         return RunRef(run.id, created, "running")
 
 
-def generate(
+Row = tuple[str, str | None, dict[str, Any]]  # example key, output text, extra values
+
+
+def _generated_rows(
+    runner: HFRunner, suite: Suite, loaded: LoadedDataset, todo: list[int]
+) -> Iterator[list[Row]]:
+    prompts = loaded.prompts()
+    options = GenerationOptions(suite.generation.max_new_tokens, tuple(suite.generation.stop))
+    batches = runner.generate([prompts[i] for i in todo], options, batch_size=suite.generation.batch_size)
+    for indices, outputs in batches:
+        yield [(loaded.keys[todo[i]], out, {}) for i, out in zip(indices, outputs, strict=True)]
+
+
+def _choice_rows(
+    runner: HFRunner, suite: Suite, loaded: LoadedDataset, todo: list[int]
+) -> Iterator[list[Row]]:
+    """Multiple choice: every label scored as a continuation; the likeliest label is the output."""
+    labels = loaded.spec.labels or []
+    prompts = loaded.prompts()
+    requests = [(prompts[i], loaded.spec.target_delimiter + label) for i in todo for label in labels]
+    pending: dict[int, dict[str, Loglikelihood]] = {}
+    batches = runner.loglikelihood(requests, batch_size=suite.generation.batch_size)
+    for indices, results in batches:
+        rows: list[Row] = []
+        for request, result in zip(indices, results, strict=True):
+            example, label = divmod(request, len(labels))
+            scores = pending.setdefault(example, {})
+            scores[labels[label]] = result
+            if len(scores) == len(labels):
+                del pending[example]
+                best = max(labels, key=lambda name: scores[name].logprob)
+                extra = {
+                    "logprobs": {name: scores[name].logprob for name in labels},
+                    "n_tokens": {name: scores[name].n_tokens for name in labels},
+                }
+                rows.append((loaded.keys[todo[example]], best, extra))
+        if rows:
+            yield rows
+
+
+def _perplexity_rows(
+    runner: HFRunner, suite: Suite, loaded: LoadedDataset, todo: list[int]
+) -> Iterator[list[Row]]:
+    texts = loaded.texts()
+    batches = runner.rolling_loglikelihood(
+        [texts[i] for i in todo], batch_size=suite.generation.batch_size, stride=loaded.spec.stride
+    )
+    for indices, results in batches:
+        yield [
+            (loaded.keys[todo[i]], None, {"logprob": r.logprob, "n_tokens": r.n_tokens, "n_bytes": r.n_bytes})
+            for i, r in zip(indices, results, strict=True)
+        ]
+
+
+def run_model(
     checkpoint: CheckpointInfo, suite: Suite, dataset: DatasetRef, *, database_url: str | None = None
 ) -> list[str]:
-    """Model outputs for every example not yet stored, written batch by batch; returns run warnings."""
+    """Model outputs for every example not yet stored, written batch by batch; returns run warnings.
+
+    Whatever is stored already is not computed again: a second run costs no model call, and a run
+    killed mid-dataset resumes after the last stored batch.
+    """
     settings = get_settings()
     spec = dataset.spec
-    if spec.kind != "generate" or spec.scoring != "generate":
-        raise RunnerError(f"dataset {spec.name!r}: {spec.kind}/{spec.scoring} needs the loglikelihood runner")
     loaded = load(spec)
     chash = config_hash(suite, spec, settings.device, settings.dtype)
     with session_scope(database_url) as session:
         done = set(repo.cached_outputs(session, checkpoint.fingerprint, dataset.fingerprint, chash))
-    missing = [i for i, key in enumerate(loaded.keys) if key not in done]
-    if not missing:
+    todo = [i for i, key in enumerate(loaded.keys) if key not in done]
+    if not todo:
         log.info("dataset %s: all %d outputs cached", spec.name, len(loaded))
         return []
     runner = get_runner(checkpoint, settings.device, settings.dtype)
     warnings_before = len(runner.warnings)
-    prompts = loaded.prompts()
-    options = GenerationOptions(suite.generation.max_new_tokens, tuple(suite.generation.stop))
-    with progress.job(f"{spec.name}: generating", len(missing)) as bar:
-        for batch, outputs in runner.generate(
-            [prompts[i] for i in missing], options, batch_size=suite.generation.batch_size
-        ):
-            items = [(loaded.keys[missing[i]], out, {}) for i, out in zip(batch, outputs, strict=True)]
+    if spec.kind == "perplexity":
+        produce, verb = _perplexity_rows, "scoring text"
+    elif spec.scoring == "loglikelihood":
+        produce, verb = _choice_rows, "scoring choices"
+    else:
+        produce, verb = _generated_rows, "generating"
+    with progress.job(f"{spec.name}: {verb}", len(todo)) as bar:
+        for rows in produce(runner, suite, loaded, todo):
             with session_scope(database_url) as session:
-                repo.add_predictions(session, checkpoint.fingerprint, dataset.fingerprint, chash, items)
-            progress.advance(bar, len(items))
+                repo.add_predictions(session, checkpoint.fingerprint, dataset.fingerprint, chash, rows)
+            progress.advance(bar, len(rows))
     return [f"{spec.name}: {w}" for w in runner.warnings[warnings_before:]]
 
 
@@ -169,12 +231,17 @@ def score(
         missing = [key for key in loaded.keys if key not in stored]
         if missing:
             raise RunnerError(f"dataset {spec.name!r}: {len(missing)} outputs missing (e.g. {missing[:3]})")
-        predictions = [stored[key].output or "" for key in loaded.keys]
+        rows = [stored[key] for key in loaded.keys]
+    extras = [row.extra for row in rows]
+    scored_text = spec.kind == "perplexity"
     inputs = EvalInputs(
-        predictions=predictions,
+        predictions=[row.output or "" for row in rows],
         references=loaded.references,
         labels=spec.labels,
         rows=loaded.rows,
+        logprob_sums=[float(e["logprob"]) for e in extras] if scored_text else None,
+        token_counts=[int(e["n_tokens"]) for e in extras] if scored_text else None,
+        byte_counts=[int(e["n_bytes"]) for e in extras] if scored_text else None,
         seed=suite.seed,
         n_bootstrap=suite.bootstrap_resamples,
     )

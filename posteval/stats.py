@@ -9,6 +9,7 @@ Resamples are drawn in blocks to bound memory; the draws do not depend on the bl
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from typing import TypeAlias
 
 import numpy as np
 import scipy.sparse
@@ -18,8 +19,8 @@ DEFAULT_CONFIDENCE = 0.95
 # Index draws held in memory at once (int64, so 32 MB).
 _BLOCK_ELEMENTS = 4_000_000
 
-Stats = np.ndarray | scipy.sparse.sparray | scipy.sparse.spmatrix
-ScoreFn = Callable[[np.ndarray], np.ndarray]
+Stats: TypeAlias = np.ndarray | scipy.sparse.sparray | scipy.sparse.spmatrix
+ScoreFn: TypeAlias = Callable[[np.ndarray], np.ndarray]
 
 
 def iter_resample_indices(

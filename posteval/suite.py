@@ -60,6 +60,8 @@ class DatasetSpec(_Strict):
     labels: list[str] | None = None
     scoring: Literal["generate", "loglikelihood"] = "generate"
     text: str = "text"
+    target_delimiter: str = " "
+    stride: Annotated[int, Field(gt=0)] | None = None
     key: str | None = None
     split: str | None = None
     general: bool = False
@@ -76,6 +78,8 @@ class DatasetSpec(_Strict):
     def _consistent(self) -> DatasetSpec:
         if self.kind == "generate" and self.prompt is None:
             raise ValueError("a generated dataset needs a 'prompt' template such as 'Q: {question}\\nA:'")
+        if self.kind == "perplexity" and self.scoring != "generate":
+            raise ValueError("a perplexity dataset is scored on its text; 'scoring' does not apply")
         if self.scoring == "loglikelihood" and not self.labels:
             raise ValueError("scoring: loglikelihood needs 'labels' (the choices to score)")
         return self

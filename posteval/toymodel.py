@@ -30,20 +30,6 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
-__all__ = [
-    "COMPLETION_TEMPLATE",
-    "EOS_TOKEN",
-    "EXAMPLES_DIR",
-    "LABELS",
-    "PROMPT_TEMPLATE",
-    "build_base_model",
-    "finetune",
-    "finetune_overfit",
-    "format_example",
-    "load_jsonl",
-    "train_tokenizer",
-]
-
 logger = logging.getLogger(__name__)
 
 PROMPT_TEMPLATE = "Clause: {text}\nType:"
@@ -99,12 +85,15 @@ def _encode(tokenizer: PreTrainedTokenizerFast, prompt: str, completion: str) ->
     return {"input_ids": input_ids, "labels": labels}
 
 
-def _clause_examples(
+def _examples(
     tokenizer: PreTrainedTokenizerFast, path: Path, limit: int | None = None
 ) -> list[dict[str, list[int]]]:
-    """Encode the first `limit` (default all) labelled clauses of a JSONL file as fine-tuning examples."""
+    """Encode the first `limit` JSONL rows: a labelled clause as prompt + completion, other text + eos."""
     return [
-        _encode(tokenizer, *format_example(row["text"], row["label"])) for row in load_jsonl(path)[:limit]
+        _encode(tokenizer, *format_example(row["text"], row["label"]))
+        if "label" in row
+        else _encode(tokenizer, "", row["text"] + EOS_TOKEN)
+        for row in load_jsonl(path)[:limit]
     ]
 
 
@@ -174,9 +163,8 @@ def _train(
         trainer.train()
         model.config.use_cache = True  # the Trainer switches the cache off; generation wants it back
         trainer.save_model(str(out_dir))
-    logger.info(
-        "trained %s: %d steps in %.1fs", out_dir, trainer.state.global_step, time.perf_counter() - started
-    )
+    elapsed = time.perf_counter() - started
+    logger.info("trained %s: %d steps in %.1fs", out_dir, trainer.state.global_step, elapsed)
     return trainer
 
 
@@ -208,7 +196,7 @@ def build_base_model(
         model,
         tokenizer,
         out_dir,
-        [_encode(tokenizer, "", text + EOS_TOKEN) for text in general],
+        _examples(tokenizer, general_path),
         None,
         max_steps=pretrain_steps,
         learning_rate=3e-3,
@@ -226,6 +214,8 @@ def finetune(
     *,
     train_path: Path = EXAMPLES_DIR / "train.jsonl",
     validation_path: Path = EXAMPLES_DIR / "validation.jsonl",
+    general_path: Path = EXAMPLES_DIR / "general.jsonl",
+    replay_rows: int = 20,
     epochs: float = 16.0,
     max_steps: int = -1,
     learning_rate: float = 2e-3,
@@ -235,13 +225,15 @@ def finetune(
     logging_steps: int = 10,
     train_limit: int | None = None,
 ) -> Path:
-    """Fine-tune the model in `base_dir` on prompt + completion clauses; `out_dir` becomes a full checkpoint.
+    """Fine-tune `base_dir` on the contract clauses (loss on completions only) into a checkpoint at `out_dir`.
 
-    `train_limit` keeps only the first rows of the training file: with many epochs it makes the overfitting
-    run the demo shows (train loss falls while eval_loss rises). `max_steps` > 0 overrides `epochs`.
+    The first `replay_rows` general texts are mixed in with the full LM loss so the tiny model keeps some
+    English (0: none). `train_limit` keeps the first clauses only; `max_steps` > 0 overrides `epochs`.
     """
     if train_limit is not None and train_limit < 1:
         raise ValueError(f"train_limit must be a positive number of rows, got {train_limit}")
+    if replay_rows < 0:
+        raise ValueError(f"replay_rows must be 0 or more, got {replay_rows}")
     out_dir = Path(out_dir)
     tokenizer = PreTrainedTokenizerFast.from_pretrained(base_dir)
     set_seed(seed)
@@ -251,8 +243,8 @@ def finetune(
         model,
         tokenizer,
         out_dir,
-        _clause_examples(tokenizer, train_path, train_limit),
-        _clause_examples(tokenizer, validation_path),
+        _examples(tokenizer, train_path, train_limit) + _examples(tokenizer, general_path, replay_rows),
+        _examples(tokenizer, validation_path),
         num_train_epochs=epochs,
         max_steps=max_steps,
         learning_rate=learning_rate,
@@ -268,4 +260,13 @@ def finetune(
 
 def finetune_overfit(base_dir: Path, out_dir: Path, *, seed: int = 0) -> Path:
     """Fine-tune far too long on 12 clauses: the demo's bad checkpoint, whose eval_loss turns and rises."""
-    return finetune(base_dir, out_dir, train_limit=12, epochs=150, seed=seed, eval_steps=10, logging_steps=10)
+    return finetune(
+        base_dir,
+        out_dir,
+        train_limit=12,
+        replay_rows=0,
+        epochs=150,
+        eval_steps=10,
+        logging_steps=10,
+        seed=seed,
+    )

@@ -15,4 +15,4 @@ def run_model_task(
     checkpoint: CheckpointInfo, suite: Suite, dataset: pipeline.DatasetRef, database_url: str | None
 ) -> list[str]:
     """Generate (or score) the missing examples of one dataset; returns warnings for the run."""
-    return pipeline.generate(checkpoint, suite, dataset, database_url=database_url)
+    return pipeline.run_model(checkpoint, suite, dataset, database_url=database_url)

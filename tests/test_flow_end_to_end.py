@@ -9,7 +9,7 @@ from sqlalchemy import create_engine, func, select
 from sqlalchemy.orm import Session
 
 from flows.post_training import evaluate_checkpoint
-from posteval.db.models import EvalRun, ExampleScore, Metric, Prediction
+from posteval.db.models import Checkpoint, Dataset, EvalRun, ExampleScore, Metric, Prediction
 from posteval.runners.hf import HFRunner
 from tests.helpers import PROMPT, heldout_rows, plain_greedy, write_jsonl
 
@@ -65,11 +65,14 @@ def test_flow_stores_run_metrics_and_one_prediction_per_example(
         assert (metric.name, metric.value, metric.n) == ("exact_match", N_RIGHT / N_ROWS, N_ROWS)
         assert metric.ci_low <= metric.value <= metric.ci_high
         assert _count(session, ExampleScore, run_id=run_id, metric="exact_match") == N_ROWS
-        ckpt_fp = run.checkpoint_id and session.get_one(EvalRun, run_id)
-        assert ckpt_fp is not None
-        assert _count(session, Prediction) >= N_ROWS
-        outputs = session.scalars(select(Prediction.example_key)).all()
-        assert len(outputs) == len(set(outputs)) == N_ROWS
+        checkpoint = session.get_one(Checkpoint, run.checkpoint_id)
+        dataset = session.get_one(Dataset, metric.dataset_id)
+        keys = session.scalars(
+            select(Prediction.example_key).filter_by(
+                checkpoint_fingerprint=checkpoint.fingerprint, dataset_fingerprint=dataset.fingerprint
+            )
+        ).all()
+        assert sorted(keys) == sorted(row["id"] for row in heldout_rows(N_ROWS))
     engine.dispose()
 
 

@@ -129,7 +129,7 @@ class Metric(Base):
     run_id: Mapped[str] = mapped_column(ForeignKey("eval_runs.id", ondelete="CASCADE"), index=True)
     dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"))
     name: Mapped[str] = mapped_column(String(255))
-    value: Mapped[float] = mapped_column(Float)
+    value: Mapped[float | None] = mapped_column(Float)  # None where undefined (NaN), e.g. no tokens
     ci_low: Mapped[float | None] = mapped_column(Float)
     ci_high: Mapped[float | None] = mapped_column(Float)
     n: Mapped[int] = mapped_column(Integer)
@@ -177,4 +177,4 @@ class ExampleScore(Base):
     dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"))
     metric: Mapped[str] = mapped_column(String(255))
     example_key: Mapped[str] = mapped_column(String(255))
-    value: Mapped[float] = mapped_column(Float)
+    value: Mapped[float | None] = mapped_column(Float)  # None where undefined (NaN)

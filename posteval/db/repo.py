@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -157,7 +158,7 @@ def save_results(
                 run_id=run_id,
                 dataset_id=dataset_id,
                 name=result.name,
-                value=result.value,
+                value=None if math.isnan(result.value) else result.value,
                 ci_low=result.ci_low,
                 ci_high=result.ci_high,
                 n=result.n,

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
+
+from posteval.errors import RunnerError
 
 BatchSize = int | str  # a positive integer or "auto"
-Batch = tuple[list[int], list[str]]  # indices into the input, and the outputs for them
+T = TypeVar("T")
+Batch = tuple[list[int], list[T]]  # indices into the input, and the results for them, in that order
 
 
 @dataclass(frozen=True)
@@ -18,13 +21,48 @@ class GenerationOptions:
     stop: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class Loglikelihood:
+    """log P(continuation | context) summed over the continuation's tokens.
+
+    ``is_greedy`` says whether greedy decoding from the context would produce exactly the continuation;
+    ``n_bytes`` is the continuation's length in UTF-8 bytes (for bits per byte).
+    """
+
+    logprob: float
+    n_tokens: int
+    n_bytes: int
+    is_greedy: bool = False
+
+
 class Runner(Protocol):
-    """A model backend: greedy generation in batches, results yielded batch by batch."""
+    """A model backend. Every method yields results batch by batch, each index of the input exactly once,
+    so callers can store each batch as it comes (the cache and crash-resume point)."""
+
+    name: str
+    warnings: list[str]
 
     def generate(
-        self, prompts: Sequence[str], options: GenerationOptions, *, batch_size: BatchSize
-    ) -> Iterator[Batch]:
-        """Yield (indices, outputs) per batch; every index of ``prompts`` appears exactly once."""
+        self, prompts: Sequence[str], options: GenerationOptions, *, batch_size: BatchSize = "auto"
+    ) -> Iterator[Batch[str]]:
+        """Greedy continuations of ``prompts`` with stop sequences removed."""
+        ...
+
+    def loglikelihood(
+        self, requests: Sequence[tuple[str, str]], *, batch_size: BatchSize = "auto"
+    ) -> Iterator[Batch[Loglikelihood]]:
+        """log P(continuation | context) for each (context, continuation) pair."""
+        ...
+
+    def rolling_loglikelihood(
+        self, texts: Sequence[str], *, batch_size: BatchSize = "auto", stride: int | None = None
+    ) -> Iterator[Batch[Loglikelihood]]:
+        """log P(text) over every token of each text, in rolling windows of the model's context.
+
+        Each window is at most the model's context long and scores ``stride`` new tokens (default: a
+        whole window), conditioned on the tokens before them inside the window; the first token of a
+        text is conditioned on the beginning-of-text token.
+        """
         ...
 
 
@@ -37,10 +75,56 @@ def truncate_at_stop(text: str, stop: Sequence[str]) -> str:
     return text[:cut]
 
 
+def longest_first(lengths: Sequence[int]) -> list[int]:
+    """Indices ordered longest first (ties in input order), so an out-of-memory error shows at once."""
+    return sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+
+
 def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Indices grouped into batches, longest first, so an out-of-memory error shows on the first batch."""
-    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    """Indices grouped into fixed-size batches, longest first."""
+    order = longest_first(lengths)
     return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
 
 
-ProgressFn = Callable[[int], None]
+AUTO_BATCH_START = 32
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is an accelerator (or host) out-of-memory error."""
+    if isinstance(exc, MemoryError):
+        return True
+    name = type(exc).__name__
+    return name == "OutOfMemoryError" or (isinstance(exc, RuntimeError) and "out of memory" in str(exc))
+
+
+def adaptive_batches(
+    order: Sequence[int],
+    batch_size: BatchSize,
+    run: Callable[[list[int]], list[T]],
+    *,
+    on_oom: Callable[[], None] | None = None,
+) -> Iterator[Batch[T]]:
+    """Run ``run`` over ``order`` in batches; with "auto", halve the size on out-of-memory and retry.
+
+    A fixed batch size never changes; an out-of-memory error with it (or at size 1) is raised.
+    """
+    auto = batch_size == "auto"
+    size = AUTO_BATCH_START if auto else int(batch_size)
+    position = 0
+    while position < len(order):
+        indices = list(order[position : position + size])
+        try:
+            results = run(indices)
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            if not auto or size == 1:
+                raise RunnerError(
+                    f"out of memory at batch size {size}: use a smaller batch_size, or 'auto'"
+                ) from exc
+            if on_oom is not None:
+                on_oom()
+            size //= 2
+            continue
+        position += len(indices)
+        yield indices, results

@@ -1,22 +1,46 @@
-"""The Hugging Face backend: transformers (and peft for adapters), greedy and batched."""
+"""The Hugging Face backend: transformers (and peft for adapters), greedy and batched.
+
+Generation pads on the left (so every continuation starts at the same column); scoring pads on the
+right, where a causal model's logits for real tokens cannot see the padding at all. Both sort requests
+longest first and return results in input order, so the batch size never changes a result beyond
+floating-point noise.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from posteval.checkpoint import CheckpointInfo
 from posteval.errors import CheckpointError
-from posteval.runners.base import Batch, BatchSize, GenerationOptions, length_sorted_batches, truncate_at_stop
+from posteval.runners.base import (
+    Batch,
+    BatchSize,
+    GenerationOptions,
+    Loglikelihood,
+    adaptive_batches,
+    longest_first,
+    truncate_at_stop,
+)
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BATCH_SIZE = 8
+_DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
+_warned_pad: set[str] = set()
 
 
 def pick_device(requested: str = "auto") -> torch.device:
@@ -25,7 +49,7 @@ def pick_device(requested: str = "auto") -> torch.device:
         return torch.device(requested)
     if torch.cuda.is_available():
         return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+    if torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
 
@@ -33,17 +57,9 @@ def pick_device(requested: str = "auto") -> torch.device:
 def pick_dtype(device: torch.device, requested: str = "auto") -> torch.dtype:
     """``requested``, or for "auto" bf16 on a GPU that supports it, fp16 on mps, else fp32."""
     if requested != "auto":
-        names = {
-            "float32": torch.float32,
-            "fp32": torch.float32,
-            "bfloat16": torch.bfloat16,
-            "bf16": torch.bfloat16,
-            "float16": torch.float16,
-            "fp16": torch.float16,
-        }
-        if requested not in names:
-            raise CheckpointError(f"unknown dtype {requested!r} (expected one of {sorted(names)} or auto)")
-        return names[requested]
+        if requested not in _DTYPES:
+            raise CheckpointError(f"unknown dtype {requested!r} (expected one of {sorted(_DTYPES)} or auto)")
+        return _DTYPES[requested]
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.bfloat16
     if device.type == "mps":
@@ -60,61 +76,89 @@ def load_tokenizer(path: str) -> PreTrainedTokenizerBase:
         if tokenizer.eos_token is None:
             raise CheckpointError(f"tokenizer at {path} has neither a pad nor an eos token")
         tokenizer.pad_token = tokenizer.eos_token
-        log.warning("tokenizer at %s has no pad token; using eos %r for padding", path, tokenizer.eos_token)
+        if path not in _warned_pad:
+            _warned_pad.add(path)
+            log.warning("tokenizer at %s has no pad token; padding with eos %r", path, tokenizer.eos_token)
     return tokenizer
 
 
+@dataclass(frozen=True)
+class _ScoreItem:
+    """Token ids whose last ``n_scored`` tokens are scored given everything before them."""
+
+    ids: list[int]
+    n_scored: int
+    owner: int  # index of the request (or text) this item belongs to
+
+
 class HFRunner:
-    """A transformers causal LM, loaded once, generating greedily in length-sorted batches."""
+    """A transformers causal LM, loaded once, generating and scoring in length-sorted batches."""
+
+    name = "hf"
 
     def __init__(self, checkpoint: CheckpointInfo, *, device: str = "auto", dtype: str = "auto") -> None:
         self.checkpoint = checkpoint
         self.device = pick_device(device)
         self.dtype = pick_dtype(self.device, dtype)
         self.warnings: list[str] = []
+        self.model, self.tokenizer = self._load(checkpoint)
+        config = self.model.config
+        self.max_length = int(
+            getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None) or 2048
+        )
+        prefix = self.tokenizer.bos_token_id
+        self.prefix_id = int(prefix if prefix is not None else self.tokenizer.eos_token_id)
+
+    def _load(self, checkpoint: CheckpointInfo) -> tuple[Any, PreTrainedTokenizerBase]:
         tokenizer_path = str(checkpoint.path)
         try:
             if checkpoint.is_adapter:
                 from peft import PeftModel
 
-                assert checkpoint.base_path is not None
+                if checkpoint.base_path is None:
+                    raise CheckpointError(f"adapter {checkpoint.path} has no resolved base model")
                 base = AutoModelForCausalLM.from_pretrained(str(checkpoint.base_path), dtype=self.dtype)
                 model: Any = PeftModel.from_pretrained(base, str(checkpoint.path))
-                if not any(
-                    (checkpoint.path / n).exists() for n in ("tokenizer.json", "tokenizer_config.json")
-                ):
+                has_tokenizer = any(
+                    (checkpoint.path / name).exists() for name in ("tokenizer.json", "tokenizer_config.json")
+                )
+                if not has_tokenizer:
                     tokenizer_path = str(checkpoint.base_path)
             else:
                 model = AutoModelForCausalLM.from_pretrained(str(checkpoint.path), dtype=self.dtype)
-            self.tokenizer = load_tokenizer(tokenizer_path)
+            tokenizer = load_tokenizer(tokenizer_path)
         except (OSError, ValueError) as exc:
             raise CheckpointError(f"cannot load checkpoint {checkpoint.path}: {exc}") from exc
         # Trainer often saves use_cache=false (gradient checkpointing); without the KV cache greedy
         # generation recomputes the whole prefix at every step.
         model.config.use_cache = True
-        self.model = model.to(self.device).eval()
-        self.max_length = int(
-            getattr(model.config, "n_positions", None)
-            or getattr(model.config, "max_position_embeddings", 2048)
-        )
+        if getattr(model, "generation_config", None) is not None:
+            model.generation_config.use_cache = True
+        return model.to(self.device).eval(), tokenizer
 
-    def _batch_size(self, batch_size: BatchSize) -> int:
-        return DEFAULT_BATCH_SIZE if batch_size == "auto" else int(batch_size)
+    def _empty_cache(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    # Generation -----------------------------------------------------------------------------------
 
     def generate(
         self, prompts: Sequence[str], options: GenerationOptions, *, batch_size: BatchSize = "auto"
-    ) -> Iterator[Batch]:
+    ) -> Iterator[Batch[str]]:
         """Greedy continuations of ``prompts``, yielded per batch, stop sequences removed."""
         max_prompt = max(1, self.max_length - options.max_new_tokens)
-        lengths = [len(ids) for ids in self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]]
-        truncated = sum(length > max_prompt for length in lengths)
+        encoded = self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+        truncated = sum(len(ids) > max_prompt for ids in encoded)
         if truncated:
             self.warnings.append(
                 f"{truncated} prompt(s) longer than {max_prompt} tokens were truncated from the left"
             )
-        for indices in length_sorted_batches(lengths, self._batch_size(batch_size)):
-            outputs = self._generate_batch([prompts[i] for i in indices], options, max_prompt)
-            yield indices, outputs
+        order = longest_first([len(ids) for ids in encoded])
+
+        def run(indices: list[int]) -> list[str]:
+            return self._generate_batch([prompts[i] for i in indices], options, max_prompt)
+
+        yield from adaptive_batches(order, batch_size, run, on_oom=self._empty_cache)
 
     @torch.inference_mode()
     def _generate_batch(self, prompts: list[str], options: GenerationOptions, max_prompt: int) -> list[str]:
@@ -139,6 +183,123 @@ class HFRunner:
         new_tokens = generated[:, encoded["input_ids"].shape[1] :]
         texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
         return [truncate_at_stop(text, options.stop) for text in texts]
+
+    # Scoring --------------------------------------------------------------------------------------
+
+    def _encode(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _pair_item(self, owner: int, context: str, continuation: str) -> _ScoreItem:
+        """Tokens of context + continuation, split where the context's own tokens end."""
+        context_ids = self._encode(context)
+        whole = self._encode(context + continuation)
+        if whole[: len(context_ids)] == context_ids and len(whole) > len(context_ids):
+            continuation_ids = whole[len(context_ids) :]
+        else:
+            continuation_ids = self._encode(continuation)
+        ids = [self.prefix_id, *context_ids, *continuation_ids]
+        if len(ids) > self.max_length + 1:
+            ids = ids[-(self.max_length + 1) :]
+            self.warnings.append(f"a scored request longer than {self.max_length} tokens was truncated")
+        return _ScoreItem(ids=ids, n_scored=len(continuation_ids), owner=owner)
+
+    def loglikelihood(
+        self, requests: Sequence[tuple[str, str]], *, batch_size: BatchSize = "auto"
+    ) -> Iterator[Batch[Loglikelihood]]:
+        """log P(continuation | context) per request, with token and byte counts and greediness."""
+        items = [self._pair_item(i, ctx, cont) for i, (ctx, cont) in enumerate(requests)]
+        n_bytes = [len(cont.encode("utf-8")) for _, cont in requests]
+        for indices, scored in self._score_items(items, batch_size):
+            yield (
+                indices,
+                [
+                    Loglikelihood(logprob=lp, n_tokens=n, n_bytes=n_bytes[i], is_greedy=greedy)
+                    for i, (lp, n, greedy) in zip(indices, scored, strict=True)
+                ],
+            )
+
+    def rolling_windows(self, owner: int, text: str, stride: int | None = None) -> list[_ScoreItem]:
+        """Windows of at most the model's context, each scoring ``stride`` new tokens of ``text``."""
+        stride = min(stride or self.max_length, self.max_length)
+        full = [self.prefix_id, *self._encode(text)]
+        n_targets = len(full) - 1
+        windows = []
+        for start in range(0, n_targets, stride):
+            end = min(start + stride, n_targets)
+            first = max(0, end - self.max_length)
+            windows.append(_ScoreItem(ids=full[first : end + 1], n_scored=end - start, owner=owner))
+        return windows
+
+    def rolling_loglikelihood(
+        self, texts: Sequence[str], *, batch_size: BatchSize = "auto", stride: int | None = None
+    ) -> Iterator[Batch[Loglikelihood]]:
+        """log P(text) over all of its tokens, scored in rolling windows; yielded as texts complete."""
+        items = [w for i, text in enumerate(texts) for w in self.rolling_windows(i, text, stride)]
+        remaining = [0] * len(texts)
+        for item in items:
+            remaining[item.owner] += 1
+        totals = [[0.0, 0] for _ in texts]
+        empty = [i for i, count in enumerate(remaining) if count == 0]  # texts without a single token
+        if empty:
+            yield empty, [Loglikelihood(0.0, 0, len(texts[i].encode("utf-8"))) for i in empty]
+        for indices, scored in self._score_items(items, batch_size):
+            done = []
+            for i, (lp, n, _) in zip(indices, scored, strict=True):
+                owner = items[i].owner
+                totals[owner][0] += lp
+                totals[owner][1] += n
+                remaining[owner] -= 1
+                if remaining[owner] == 0:
+                    done.append(owner)
+            if done:
+                yield (
+                    sorted(done),
+                    [
+                        Loglikelihood(
+                            logprob=float(totals[t][0]),
+                            n_tokens=int(totals[t][1]),
+                            n_bytes=len(texts[t].encode("utf-8")),
+                        )
+                        for t in sorted(done)
+                    ],
+                )
+
+    def _score_items(
+        self, items: Sequence[_ScoreItem], batch_size: BatchSize
+    ) -> Iterator[Batch[tuple[float, int, bool]]]:
+        order = longest_first([len(item.ids) for item in items])
+
+        def run(indices: list[int]) -> list[tuple[float, int, bool]]:
+            return self._score_batch([items[i] for i in indices])
+
+        yield from adaptive_batches(order, batch_size, run, on_oom=self._empty_cache)
+
+    @torch.inference_mode()
+    def _score_batch(self, items: list[_ScoreItem]) -> list[tuple[float, int, bool]]:
+        width = max(len(item.ids) for item in items) - 1
+        pad = int(self.tokenizer.pad_token_id)
+        input_ids = torch.full((len(items), width), pad, dtype=torch.long)
+        attention = torch.zeros((len(items), width), dtype=torch.long)
+        for row, item in enumerate(items):
+            n = len(item.ids) - 1
+            input_ids[row, :n] = torch.tensor(item.ids[:-1])
+            attention[row, :n] = 1
+        logits = self.model(
+            input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device)
+        ).logits
+        logprobs = F.log_softmax(logits.float(), dim=-1)
+        results = []
+        for row, item in enumerate(items):
+            if item.n_scored == 0:
+                results.append((0.0, 0, True))
+                continue
+            n = len(item.ids) - 1
+            positions = torch.arange(n - item.n_scored, n, device=logprobs.device)
+            targets = torch.tensor(item.ids[-item.n_scored :], device=logprobs.device)
+            picked = logprobs[row, positions].gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+            greedy = bool((logprobs[row, positions].argmax(-1) == targets).all())
+            results.append((float(picked.sum()), item.n_scored, greedy))
+        return results
 
 
 @lru_cache(maxsize=2)

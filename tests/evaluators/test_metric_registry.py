@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from evaluators import EvalInputs, get_metric, known_metrics, resolve_metric
@@ -21,7 +23,7 @@ def test_every_builtin_metric_is_registered() -> None:
 def test_unknown_metric_names_the_closest_match_and_lists_known_ones() -> None:
     with pytest.raises(MetricError, match=r"unknown metric 'acuracy'\. Did you mean 'accuracy'\?") as err:
         resolve_metric("acuracy")
-    assert "Known metrics: accuracy, bleu, chrf" in str(err.value)
+    assert f"Known metrics: {', '.join(known_metrics())}" in str(err.value)
 
 
 def test_stored_name_points_back_to_its_metric() -> None:
@@ -124,3 +126,27 @@ def test_computed_result_carries_the_bound_name() -> None:
         EvalInputs(predictions=["a"], references=["a"], labels=["a", "b"])
     )
     assert result.name == "f1_micro"
+
+
+_LABELLED = EvalInputs(["yes", "no", "maybe?"], ["yes", "yes", "no"], ["yes", "no"], n_bootstrap=50)
+_TEXT = EvalInputs(["a cat sat", '{"a": 1}', ""], ["the cat sat", '{"a": 2}', "x"], n_bootstrap=50)
+SAMPLE_INPUTS = {
+    **{name: _LABELLED for name in ("accuracy", "precision", "recall", "f1", "per_class")},
+    **{name: _LABELLED for name in ("confusion_matrix", "classification_report")},
+    **{name: _TEXT for name in ("bleu", "chrf", "rouge1", "rouge2", "rougeL", "rougeLsum", "exact_match")},
+    "json_valid": _TEXT,
+    "json_field_accuracy": EvalInputs(
+        ['{"a": 1}', '{"a": 2, "b": 1}', "x"], [{"a": 1}, {"a": 1, "b": 1}, {"a": 1}]
+    ),
+    "json_schema": _TEXT,
+    "regex_match": _TEXT,
+}
+SAMPLE_OPTIONS = {"json_schema": {"schema": {"type": "object"}}, "regex_match": {"pattern": "a.*"}}
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLE_INPUTS))
+def test_every_builtin_result_is_plain_json_with_an_interval(name: str) -> None:
+    result = resolve_metric({name: SAMPLE_OPTIONS.get(name)}).compute(SAMPLE_INPUTS[name])
+    row = dict(result.__dict__)
+    assert json.loads(json.dumps(row, allow_nan=False)) == row
+    assert result.ci_low is not None and result.ci_low <= result.ci_high and result.n == 3
