@@ -19,13 +19,17 @@ def evaluate_checkpoint(
     model_name: str | None = None,
     force: bool = False,
     database_url: str | None = None,
+    adapter_base: str | None = None,
 ) -> str:
     """Evaluate ``checkpoint`` on ``suite`` and return the run id.
+
+    ``checkpoint`` is a transformers folder, a PEFT adapter folder (on the base its config names, or
+    ``adapter_base``), or a served model ``openai:MODEL@URL``.
 
     Bad input (checkpoint, suite, datasets) is refused before a run row exists. Once the run is
     registered, any failure marks it failed with the error text and re-raises, so the flow run fails too.
     """
-    ckpt = resolve_checkpoint_task(checkpoint, model_name)
+    ckpt = resolve_checkpoint_task(checkpoint, model_name, adapter_base)
     loaded = load_suite_task(suite)
     datasets = [load_dataset_task(spec) for spec in loaded.suite.datasets]
     run = register_run_task(ckpt, loaded, datasets, trigger, flow_run.get_id(), force, database_url)

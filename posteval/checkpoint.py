@@ -44,6 +44,33 @@ class CheckpointInfo(BaseModel):
     is_adapter: bool = False
     base_path: Path | None = None
     training_step: int | None = None
+    runner: str = "hf"  # "hf" (a local folder) or "openai" (a served model)
+    endpoint: str | None = None  # the openai runner's base URL
+    served_model: str | None = None  # the openai runner's model name
+
+
+OPENAI_PREFIX = "openai:"
+
+
+def resolve_served(spec: str, *, model_name: str | None = None) -> CheckpointInfo:
+    """A model behind an OpenAI-compatible endpoint, named ``openai:MODEL@http://host:port/v1``.
+
+    A served model has no files to hash: its identity is the endpoint and the model name, so whoever
+    serves a new checkpoint under the same name must give it a new name (or pass --force).
+    """
+    model, sep, url = spec.removeprefix(OPENAI_PREFIX).rpartition("@")
+    if not sep or not model or not url.startswith(("http://", "https://")):
+        raise CheckpointError(
+            f"served model {spec!r}: expected openai:MODEL@http://host:port/v1 (model name, then base URL)"
+        )
+    return CheckpointInfo(
+        path=Path(spec),
+        fingerprint=sha256_json(["openai", url.rstrip("/"), model]),
+        model_name=model_name or model,
+        runner="openai",
+        endpoint=url.rstrip("/"),
+        served_model=model,
+    )
 
 
 def _weight_files(folder: Path, patterns: tuple[str, ...]) -> list[Path]:
@@ -114,7 +141,12 @@ def default_model_name(folder: Path) -> str:
 def resolve_checkpoint(
     path: str | Path, *, model_name: str | None = None, base_path: str | Path | None = None
 ) -> CheckpointInfo:
-    """Validate and fingerprint the checkpoint at ``path``; an adapter's fingerprint covers its base too."""
+    """Validate and fingerprint the checkpoint at ``path``; an adapter's fingerprint covers its base too.
+
+    ``path`` may also name a served model, ``openai:MODEL@URL`` (see :func:`resolve_served`).
+    """
+    if str(path).startswith(OPENAI_PREFIX):
+        return resolve_served(str(path), model_name=model_name)
     folder = Path(path).expanduser()
     if not folder.exists():
         raise CheckpointError(f"checkpoint folder not found: {folder}")

@@ -105,6 +105,7 @@ def run_evaluation(
     model_name: str | None = None,
     force: bool = False,
     database_url: str | None = None,
+    adapter_base: str | None = None,
 ) -> str:
     """Check the inputs, bring the database to head, run the post-training flow; returns the run id.
 
@@ -115,7 +116,7 @@ def run_evaluation(
     from posteval.pipeline import prepare_dataset
     from posteval.suite import load_suite
 
-    resolve_checkpoint(checkpoint, model_name=model_name)
+    resolve_checkpoint(checkpoint, model_name=model_name, base_path=adapter_base)
     for spec in load_suite(suite).suite.datasets:
         prepare_dataset(spec)
     upgrade(database_url)
@@ -131,6 +132,7 @@ def run_evaluation(
                 model_name=model_name,
                 force=force,
                 database_url=database_url,
+                adapter_base=adapter_base,
             )
         finally:
             progress.set_sink(None)
@@ -183,19 +185,29 @@ def print_run(run_id: str, fmt: Format = Format.table, database_url: str | None 
 @app.command()
 def evaluate(
     checkpoint: Annotated[
-        str, typer.Argument(help="A transformers checkpoint folder or PEFT adapter folder.")
+        str,
+        typer.Argument(
+            help="A transformers checkpoint folder, a PEFT adapter folder, or a served model "
+            "openai:MODEL@http://host:port/v1."
+        ),
     ],
     suite: Annotated[Path, typer.Option("--suite", "-s", help="The suite YAML file.")],
     model_name: Annotated[
         str | None, typer.Option("--model", help="Model name (default: the folder's).")
     ] = None,
     force: Annotated[bool, typer.Option(help="Make a new run even if this content was evaluated.")] = False,
+    base: Annotated[
+        str | None,
+        typer.Option("--base", help="An adapter's base model (default: from adapter_config.json)."),
+    ] = None,
     fmt: FormatOpt = Format.table,
     verbose: VerboseOpt = False,
 ) -> None:
     """Evaluate CHECKPOINT on a suite; exit 0 ok, 2 bad input, 3 runtime error."""
     _quiet(verbose)
-    run_id = _guard(lambda: run_evaluation(checkpoint, str(suite), model_name=model_name, force=force))
+    run_id = _guard(
+        lambda: run_evaluation(checkpoint, str(suite), model_name=model_name, force=force, adapter_base=base)
+    )
     _guard(lambda: print_run(run_id, fmt))
 
 

@@ -21,8 +21,9 @@ from posteval.db.engine import session_scope
 from posteval.errors import RunnerError
 from posteval.hashing import sha256_json
 from posteval.results import MetricResult
-from posteval.runners.base import GenerationOptions, Loglikelihood
-from posteval.runners.hf import HFRunner, get_runner, pick_device, pick_dtype
+from posteval.runners import get_runner
+from posteval.runners.base import GenerationOptions, Loglikelihood, Runner
+from posteval.runners.hf import pick_device, pick_dtype
 from posteval.settings import get_settings
 from posteval.suite import DatasetSpec, LoadedSuite, Suite
 
@@ -73,14 +74,12 @@ def prepare_dataset(spec: DatasetSpec) -> DatasetRef:
     return DatasetRef(spec=spec, fingerprint=loaded.fingerprint, row_count=len(loaded))
 
 
-def config_hash(suite: Suite, spec: DatasetSpec, device: str, dtype: str) -> str:
+def config_hash(suite: Suite, spec: DatasetSpec, checkpoint: CheckpointInfo) -> str:
     """What decides a dataset's model outputs besides checkpoint and data; batch size is not part of it."""
-    resolved = pick_device(device)
-    settings: dict[str, object] = {
-        "runner": "hf",
-        "kind": spec.kind,
-        "dtype": str(pick_dtype(resolved, dtype)),
-    }
+    settings: dict[str, object] = {"runner": checkpoint.runner, "kind": spec.kind}
+    if checkpoint.runner == "hf":
+        app = get_settings()
+        settings["dtype"] = str(pick_dtype(pick_device(app.device), app.dtype))
     if spec.kind == "perplexity":
         settings |= {"text": spec.text, "stride": spec.stride}
     elif spec.scoring == "loglikelihood":
@@ -134,7 +133,7 @@ Row = tuple[str, str | None, dict[str, Any]]  # example key, output text, extra 
 
 
 def _generated_rows(
-    runner: HFRunner, suite: Suite, loaded: LoadedDataset, todo: list[int]
+    runner: Runner, suite: Suite, loaded: LoadedDataset, todo: list[int]
 ) -> Iterator[list[Row]]:
     prompts = loaded.prompts()
     options = GenerationOptions(suite.generation.max_new_tokens, tuple(suite.generation.stop))
@@ -143,9 +142,7 @@ def _generated_rows(
         yield [(loaded.keys[todo[i]], out, {}) for i, out in zip(indices, outputs, strict=True)]
 
 
-def _choice_rows(
-    runner: HFRunner, suite: Suite, loaded: LoadedDataset, todo: list[int]
-) -> Iterator[list[Row]]:
+def _choice_rows(runner: Runner, suite: Suite, loaded: LoadedDataset, todo: list[int]) -> Iterator[list[Row]]:
     """Multiple choice: every label scored as a continuation; the likeliest label is the output."""
     labels = loaded.spec.labels or []
     prompts = loaded.prompts()
@@ -171,7 +168,7 @@ def _choice_rows(
 
 
 def _perplexity_rows(
-    runner: HFRunner, suite: Suite, loaded: LoadedDataset, todo: list[int]
+    runner: Runner, suite: Suite, loaded: LoadedDataset, todo: list[int]
 ) -> Iterator[list[Row]]:
     texts = loaded.texts()
     batches = runner.rolling_loglikelihood(
@@ -195,7 +192,7 @@ def run_model(
     settings = get_settings()
     spec = dataset.spec
     loaded = load(spec)
-    chash = config_hash(suite, spec, settings.device, settings.dtype)
+    chash = config_hash(suite, spec, checkpoint)
     with session_scope(database_url) as session:
         done = set(repo.cached_outputs(session, checkpoint.fingerprint, dataset.fingerprint, chash))
     todo = [i for i, key in enumerate(loaded.keys) if key not in done]
@@ -222,10 +219,9 @@ def score(
     checkpoint: CheckpointInfo, suite: Suite, dataset: DatasetRef, *, database_url: str | None = None
 ) -> DatasetOutcome:
     """Every metric of the dataset, from the stored outputs."""
-    settings = get_settings()
     spec = dataset.spec
     loaded = load(spec)
-    chash = config_hash(suite, spec, settings.device, settings.dtype)
+    chash = config_hash(suite, spec, checkpoint)
     with session_scope(database_url) as session:
         stored = repo.cached_outputs(session, checkpoint.fingerprint, dataset.fingerprint, chash)
         missing = [key for key in loaded.keys if key not in stored]

@@ -19,6 +19,12 @@ class Settings(BaseSettings):
     device: str = "auto"
     dtype: str = "auto"
     sqlite_busy_timeout_ms: int = 30_000
+    # The openai runner: the *name* of the variable holding the API key (the key itself is never read
+    # into settings, so it cannot end up in a log or the database), and its request policy.
+    openai_api_key_env: str | None = None
+    openai_timeout_s: float = 60.0
+    openai_max_retries: int = 3
+    openai_bos_text: str | None = None
 
     @model_validator(mode="after")
     def _default_database(self) -> Settings:

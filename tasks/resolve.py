@@ -11,9 +11,11 @@ from posteval.suite import DatasetSpec, LoadedSuite, load_suite
 
 
 @task(name="resolve-checkpoint", cache_policy=NO_CACHE)
-def resolve_checkpoint_task(path: str, model_name: str | None = None) -> CheckpointInfo:
+def resolve_checkpoint_task(
+    path: str, model_name: str | None = None, adapter_base: str | None = None
+) -> CheckpointInfo:
     """Fingerprint the checkpoint folder and read its training step."""
-    return resolve_checkpoint(path, model_name=model_name)
+    return resolve_checkpoint(path, model_name=model_name, base_path=adapter_base)
 
 
 @task(name="load-suite", cache_policy=NO_CACHE)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 import torch
@@ -300,9 +299,3 @@ class HFRunner:
             greedy = bool((logprobs[row, positions].argmax(-1) == targets).all())
             results.append((float(picked.sum()), item.n_scored, greedy))
         return results
-
-
-@lru_cache(maxsize=2)
-def get_runner(checkpoint: CheckpointInfo, device: str = "auto", dtype: str = "auto") -> HFRunner:
-    """One loaded model per checkpoint per process, shared by every dataset task of a flow run."""
-    return HFRunner(checkpoint, device=device, dtype=dtype)
