@@ -42,7 +42,9 @@ def _result(
 
     def score(sums: np.ndarray) -> np.ndarray:
         mean = _ratio(sums[:, 0], sums[:, 1])
-        return np.exp(mean) if transform == "exp" else mean * scale
+        if transform == "exp":
+            return np.exp(mean)
+        return mean * scale
 
     stats = np.column_stack([nll, units]) if len(nll) else np.empty((0, 2))
     value = float(score(stats.sum(axis=0, keepdims=True))[0]) if len(nll) else float("nan")
@@ -73,3 +75,10 @@ def bits_per_byte(inputs: EvalInputs) -> MetricResult:
     """Total negative log-likelihood in bits over total UTF-8 bytes: comparable across tokenizers."""
     logprobs, _, n_bytes = _loglikelihoods(inputs, "bits_per_byte")
     return _result("bits_per_byte", -logprobs, n_bytes, inputs, "bits")
+
+
+@register_metric("token_loss", higher_is_better=False, category="overfitting", needs_references=False)
+def token_loss(inputs: EvalInputs) -> MetricResult:
+    """Mean negative log-likelihood per token (nats): the training loss, measured on held texts."""
+    logprobs, tokens, _ = _loglikelihoods(inputs, "token_loss")
+    return _result("token_loss", -logprobs, tokens, inputs, "mean")

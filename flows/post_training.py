@@ -5,6 +5,7 @@ from __future__ import annotations
 from prefect import flow
 from prefect.runtime import flow_run
 
+from tasks.health import forgetting_task, overfitting_task
 from tasks.model import run_model_task
 from tasks.resolve import load_dataset_task, load_suite_task, resolve_checkpoint_task
 from tasks.runs import mark_failed_task, persist_task, register_run_task
@@ -26,21 +27,35 @@ def evaluate_checkpoint(
     ``checkpoint`` is a transformers folder, a PEFT adapter folder (on the base its config names, or
     ``adapter_base``), or a served model ``openai:MODEL@URL``.
 
-    Bad input (checkpoint, suite, datasets) is refused before a run row exists. Once the run is
-    registered, any failure marks it failed with the error text and re-raises, so the flow run fails too.
+    Bad input (checkpoint, base model, suite, datasets) is refused before a run row exists or any model
+    work starts. Once the run is registered, any failure marks it failed with the error text and
+    re-raises, so the flow run fails too.
     """
     ckpt = resolve_checkpoint_task(checkpoint, model_name, adapter_base)
     loaded = load_suite_task(suite)
-    datasets = [load_dataset_task(spec) for spec in loaded.suite.datasets]
-    run = register_run_task(ckpt, loaded, datasets, trigger, flow_run.get_id(), force, database_url)
+    spec = loaded.suite
+    base = resolve_checkpoint_task(spec.base_model) if spec.base_model else None
+    datasets = [load_dataset_task(dataset) for dataset in spec.all_datasets()]
+    run = register_run_task(ckpt, loaded, datasets, trigger, flow_run.get_id(), force, base, database_url)
     if run.status == "succeeded":
         return run.run_id
     try:
+        general = [dataset for dataset in datasets if dataset.spec.general]
         warnings: list[str] = []
         for dataset in datasets:
-            warnings += run_model_task(ckpt, loaded.suite, dataset, database_url)
-        outcomes = [score_task(ckpt, loaded.suite, dataset, database_url) for dataset in datasets]
-        persist_task(run.run_id, outcomes, warnings, database_url)
+            warnings += run_model_task(ckpt, spec, dataset, database_url)
+        if base is not None:  # cached by the base's fingerprint: evaluated once for all its fine-tunes
+            for dataset in general:
+                warnings += run_model_task(base, spec, dataset, database_url)
+        outcomes = [score_task(ckpt, spec, dataset, database_url) for dataset in datasets]
+        health = overfitting_task(ckpt, spec, outcomes)
+        forgetting = None
+        if base is not None:
+            base_outcomes = [score_task(base, spec, dataset, database_url) for dataset in general]
+            forgetting = forgetting_task(spec, base_outcomes, outcomes)
+        if health is not None and health.verdict == "unknown":
+            warnings.append(f"overfitting verdict unknown: {health.reason}")
+        persist_task(run.run_id, outcomes, warnings, health, forgetting, database_url)
     except BaseException as exc:
         mark_failed_task(run.run_id, f"{type(exc).__name__}: {exc}", database_url)
         raise

@@ -20,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from posteval import history, progress
-from posteval.errors import PostevalError
+from posteval.errors import InputError, PostevalError
 from posteval.output import Format, emit, to_json
 
 app = typer.Typer(
@@ -33,8 +33,10 @@ db_app = typer.Typer(help="The database.", no_args_is_help=True)
 app.add_typer(runs_app, name="runs")
 app.add_typer(db_app, name="db")
 
-console = Console()
-err_console = Console(stderr=True)
+# Piped or captured output has no terminal width to follow: give tables room instead of rich's 80.
+_WIDTH = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 140
+console = Console(width=_WIDTH)
+err_console = Console(stderr=True, width=_WIDTH)
 
 FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="table, json or csv")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's and posteval's logs.")]
@@ -117,7 +119,10 @@ def run_evaluation(
     from posteval.suite import load_suite
 
     resolve_checkpoint(checkpoint, model_name=model_name, base_path=adapter_base)
-    for spec in load_suite(suite).suite.datasets:
+    loaded = load_suite(suite).suite
+    if loaded.base_model:
+        resolve_checkpoint(loaded.base_model)
+    for spec in loaded.all_datasets():
         prepare_dataset(spec)
     upgrade(database_url)
     from flows.post_training import evaluate_checkpoint
@@ -158,14 +163,59 @@ def metric_table(metrics: pd.DataFrame) -> Table:
     return table
 
 
+VERDICT_STYLE = {
+    "healthy": "green",
+    "none": "green",
+    "overfitting": "red",
+    "forgetting": "red",
+    "underfitting": "yellow",
+    "unknown": "yellow",
+}
+
+
+def print_health(health: dict[str, dict[str, Any]]) -> None:
+    """The overfitting and forgetting verdicts, with the per-metric changes against the base."""
+    for kind in ("overfitting", "forgetting"):
+        if kind not in health:
+            continue
+        report = health[kind]
+        style = VERDICT_STYLE.get(str(report["verdict"]), "bold")
+        label = "training health" if kind == "overfitting" else "forgetting vs base"
+        console.print(
+            f"{label}: [{style}]{report['verdict']}[/] — {escape(str(report['reason']))}", highlight=False
+        )
+        changes = report["details"].get("changes", []) if kind == "forgetting" else []
+        if changes:
+            table = Table(header_style="bold")
+            for column in ("dataset", "metric", "base", "fine-tune", "worse by", "p", "test", "forgotten"):
+                table.add_column(
+                    column, justify="left" if column in ("dataset", "metric", "test") else "right"
+                )
+            for c in changes:
+                forgotten = "-" if c["forgotten_share"] is None else f"{c['forgotten_share']:.1%}"
+                table.add_row(
+                    c["dataset"],
+                    c["metric"],
+                    f"{c['base']:.4g}",
+                    f"{c['tuned']:.4g}",
+                    f"{c['relative_worsening']:+.1%}",
+                    f"{c['p_value']:.2g}",
+                    c["test"],
+                    forgotten,
+                    style="red" if c["forgets"] else None,
+                )
+            console.print(table)
+
+
 def print_run(run_id: str, fmt: Format = Format.table, database_url: str | None = None) -> None:
     """The run's summary and metric table (or JSON with both)."""
     summary = history.run_summary(run_id, database_url=database_url)
     metrics = history.run_metrics(run_id, database_url=database_url)
+    health = history.run_health(run_id, database_url=database_url)
     if fmt is Format.json:
         from posteval.output import records
 
-        print(to_json({**summary, "metrics": records(metrics)}))
+        print(to_json({**summary, "metrics": records(metrics), "health": health}))
         return
     if fmt is Format.csv:
         emit(metrics, fmt, console)
@@ -176,6 +226,7 @@ def print_run(run_id: str, fmt: Format = Format.table, database_url: str | None 
         highlight=False,
     )
     console.print(metric_table(metrics))
+    print_health(health)
     for warning in summary["warnings"]:  # type: ignore[attr-defined]
         console.print(f"[yellow]warning:[/] {warning}", highlight=False)
     if summary["error"]:
@@ -224,7 +275,21 @@ def runs_list(
     frame = _guard(
         lambda: _with_schema(lambda: history.runs(model=model, suite=suite, status=status, limit=limit))
     )
-    emit(frame.drop(columns=["error"]) if fmt is Format.table else frame, fmt, console, title="runs")
+    if fmt is not Format.table:
+        emit(frame, fmt, console)
+        return
+    compact = pd.DataFrame(
+        {
+            "run": frame["run_id"].str[:12],
+            "model": frame["model"],
+            "step": frame["step"].map(lambda v: "-" if pd.isna(v) else str(int(v))),
+            "suite": frame["suite"],
+            "trigger": frame["trigger"],
+            "status": frame["status"],
+            "created": pd.to_datetime(frame["created_at"]).dt.strftime("%Y-%m-%d %H:%M"),
+        }
+    )
+    emit(compact, fmt, console, title="runs")
 
 
 @runs_app.command("show")
@@ -242,6 +307,27 @@ def _with_schema(fn: Callable[[], Any]) -> Any:
 
     upgrade()
     return fn()
+
+
+@runs_app.command("loss-curve")
+def runs_loss_curve(
+    run: Annotated[str, typer.Argument(help="A run id or a unique prefix of at least 4 characters.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the PNG.")] = Path("loss.png"),
+) -> None:
+    """Draw the run's checkpoint's train and validation loss curve as a PNG."""
+    _quiet(False)
+
+    def draw() -> Path:
+        run_id = history.resolve_run_id(run)
+        summary = history.run_summary(run_id)
+        curve = history.loss_curve(int(summary["checkpoint_id"]))  # type: ignore[call-overload]
+        if curve.empty:
+            raise InputError(f"run {run_id[:12]}: its checkpoint has no stored loss history")
+        from posteval.plots import loss_curve_png
+
+        return loss_curve_png(curve, out, title=f"{summary['model']} (step {summary['step']})")
+
+    console.print(f"loss curve written to {_guard(lambda: _with_schema(draw))}", highlight=False)
 
 
 @db_app.command("upgrade")

@@ -52,7 +52,9 @@ class LoadedDataset:
         return [self.spec.prompt.format(**row) for row in self.rows]
 
     def texts(self) -> list[str]:
-        """The text field of every row (perplexity datasets)."""
+        """The scored text of every row (perplexity datasets): the template filled, else the text field."""
+        if self.spec.prompt is not None:
+            return self.prompts()
         return [str(row[self.spec.text]) for row in self.rows]
 
 
@@ -135,12 +137,14 @@ def _validate_rows(spec: DatasetSpec, rows: list[dict[str, Any]]) -> list[str]:
 def load_dataset(spec: DatasetSpec) -> LoadedDataset:
     """Load, validate and fingerprint the dataset ``spec`` names."""
     rows = _read_rows(spec)
+    if spec.limit is not None:
+        rows = rows[: spec.limit]
     keys = _validate_rows(spec, rows)
     path = spec.path
     if path.is_dir():
         content = fingerprint_files(path, sorted(p for p in path.rglob("*") if p.is_file()))
     else:  # a single file: its content alone, so renaming or moving it keeps the fingerprint
         content = FileHashCache().file_sha256(path)
-    fingerprint = sha256_json([content, spec.split])
+    fingerprint = sha256_json([content, spec.split, spec.limit])
     log.debug("loaded dataset %s: %d rows, fingerprint %s", spec.name, len(rows), fingerprint[:12])
     return LoadedDataset(spec=spec, rows=rows, keys=keys, fingerprint=fingerprint)

@@ -6,7 +6,7 @@ import pandas as pd
 from sqlalchemy import select
 
 from posteval.db.engine import session_scope
-from posteval.db.models import Checkpoint, Dataset, EvalRun, Metric, Suite
+from posteval.db.models import Checkpoint, Dataset, EvalRun, HealthReport, LossPoint, Metric, Suite
 from posteval.errors import InputError
 
 RUN_COLUMNS = [
@@ -126,4 +126,24 @@ def run_summary(run_id: str, *, database_url: str | None = None) -> dict[str, ob
             "error": run.error,
             "warnings": list(run.warnings or []),
             "flow_run_id": run.flow_run_id,
+            "checkpoint_id": ckpt.id,
         }
+
+
+def run_health(run_id: str, *, database_url: str | None = None) -> dict[str, dict[str, object]]:
+    """The run's health reports by kind (overfitting, forgetting): verdict, reason and details."""
+    with session_scope(database_url) as session:
+        rows = session.scalars(select(HealthReport).where(HealthReport.run_id == run_id)).all()
+        return {r.kind: {"verdict": r.verdict, "reason": r.reason, "details": r.details} for r in rows}
+
+
+def loss_curve(checkpoint_id: int, *, database_url: str | None = None) -> pd.DataFrame:
+    """A checkpoint's logged losses: step, split (train or eval), value; ordered by split and step."""
+    query = (
+        select(LossPoint.step, LossPoint.split, LossPoint.value)
+        .where(LossPoint.checkpoint_id == checkpoint_id)
+        .order_by(LossPoint.split, LossPoint.step)
+    )
+    with session_scope(database_url) as session:
+        rows = session.execute(query).all()
+    return pd.DataFrame([tuple(r) for r in rows], columns=["step", "split", "value"])

@@ -18,14 +18,17 @@ from posteval.checkpoint import CheckpointInfo
 from posteval.data import LoadedDataset, load_dataset
 from posteval.db import repo
 from posteval.db.engine import session_scope
+from posteval.db.models import EvalRun, utcnow
 from posteval.errors import RunnerError
+from posteval.forgetting import ForgettingReport, assess_forgetting
 from posteval.hashing import sha256_json
+from posteval.health import HealthReport, assess_log, assess_measured, combine, read_loss_history
 from posteval.results import MetricResult
 from posteval.runners import get_runner
 from posteval.runners.base import GenerationOptions, Loglikelihood, Runner
 from posteval.runners.hf import pick_device, pick_dtype
 from posteval.settings import get_settings
-from posteval.suite import DatasetSpec, LoadedSuite, Suite
+from posteval.suite import HEALTH_DATASETS, DatasetSpec, LoadedSuite, Suite
 
 log = logging.getLogger(__name__)
 
@@ -106,14 +109,17 @@ def register_run(
     trigger: str,
     flow_run_id: str | None = None,
     force: bool = False,
+    base: CheckpointInfo | None = None,
     database_url: str | None = None,
 ) -> RunRef:
     """Create (or find) the run row and move it to running, unless an earlier delivery already succeeded."""
     key = idempotency_key(checkpoint, suite, datasets)
     if force:
-        key = sha256_json([key, repo.utcnow().isoformat()])
+        key = sha256_json([key, utcnow().isoformat()])
     with session_scope(database_url) as session:
         ckpt = repo.upsert_checkpoint(session, checkpoint)
+        if base is not None:
+            repo.link_base(session, ckpt.id, repo.upsert_checkpoint(session, base).id)
         suite_row = repo.upsert_suite(session, suite.suite.name, suite.fingerprint, suite.source_text)
         run, created = repo.get_or_create_run(
             session,
@@ -245,14 +251,50 @@ def score(
     return DatasetOutcome(dataset=dataset, keys=loaded.keys, results=results)
 
 
+def assess_health(
+    checkpoint: CheckpointInfo, suite: Suite, outcomes: Sequence[DatasetOutcome]
+) -> HealthReport | None:
+    """The overfitting detector: the training log's verdict, combined with the measured gap if any."""
+    options = suite.training_health
+    if options is None:
+        return None
+    if checkpoint.runner == "hf":
+        points, missing = read_loss_history(checkpoint.path)
+    else:
+        points, missing = [], f"{checkpoint.path} is a served model: no training log"
+    report = assess_log(points, options, missing)
+    losses = {o.dataset.spec.name: r.value for o in outcomes for r in o.results if r.name == "token_loss"}
+    measured = None
+    if all(name in losses for name in HEALTH_DATASETS):
+        measured = assess_measured(losses["train-sample"], losses["validation"], options)
+    combined = combine(report, measured)
+    curve = [{"step": p.step, "split": p.split, "value": p.value} for p in points]
+    return HealthReport(**{**combined.as_dict(), "details": {**combined.details, "loss_curve": curve}})
+
+
+def assess_base_forgetting(
+    suite: Suite, base_outcomes: Sequence[DatasetOutcome], outcomes: Sequence[DatasetOutcome]
+) -> ForgettingReport:
+    """Forgetting on the suite's general datasets: the fine-tune's results against the base model's."""
+    tuned = {o.dataset.spec.name: o for o in outcomes}
+    pairs = [
+        (b.dataset.spec.name, b.results, tuned[b.dataset.spec.name].results)
+        for b in base_outcomes
+        if b.dataset.spec.name in tuned and tuned[b.dataset.spec.name].keys == b.keys
+    ]
+    return assess_forgetting(pairs, suite.forgetting, seed=suite.seed)
+
+
 def persist(
     run_id: str,
     outcomes: Sequence[DatasetOutcome],
     warnings: Sequence[str] = (),
     *,
+    health: HealthReport | None = None,
+    forgetting: ForgettingReport | None = None,
     database_url: str | None = None,
 ) -> None:
-    """One transaction: datasets, metrics, per-example scores, and the run marked succeeded."""
+    """One transaction: datasets, metrics, per-example scores, health reports, loss curve, succeeded."""
     with session_scope(database_url) as session:
         for outcome in outcomes:
             ref = outcome.dataset
@@ -260,6 +302,24 @@ def persist(
                 session, ref.spec.name, ref.fingerprint, ref.row_count, str(ref.spec.path)
             )
             repo.save_results(session, run_id, row.id, outcome.keys, outcome.results)
+        if health is not None:
+            curve = health.details.get("loss_curve", [])
+            checkpoint_id = session.get_one(EvalRun, run_id).checkpoint_id
+            repo.save_loss_points(
+                session, checkpoint_id, [(p["step"], p["split"], p["value"]) for p in curve]
+            )
+            details = {k: v for k, v in health.as_dict().items() if k not in ("verdict", "reason")}
+            details["details"] = {k: v for k, v in health.details.items() if k != "loss_curve"}
+            repo.save_health(session, run_id, "overfitting", health.verdict, health.reason, details)
+        if forgetting is not None:
+            repo.save_health(
+                session,
+                run_id,
+                "forgetting",
+                forgetting.verdict,
+                forgetting.reason,
+                {"changes": forgetting.as_dict()["changes"]},
+            )
         repo.mark_succeeded(session, run_id, warnings)
 
 

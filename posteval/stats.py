@@ -9,6 +9,7 @@ Resamples are drawn in blocks to bound memory; the draws do not depend on the bl
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import TypeAlias
 
 import numpy as np
@@ -98,3 +99,75 @@ def mean_ci(
     return stats_ci(
         values, lambda sums: sums[:, 0] / n, n_resamples=n_resamples, confidence=confidence, seed=seed
     )
+
+
+def is_binary(values: np.ndarray) -> bool:
+    """Whether every value is 0 or 1."""
+    return bool(np.isin(values, (0.0, 1.0)).all())
+
+
+def mcnemar_exact(before: Sequence[float], after: Sequence[float]) -> tuple[float, int, int]:
+    """Exact McNemar test on paired 0/1 scores: (two-sided p-value, right->wrong, wrong->right).
+
+    The p-value is the binomial test of the discordant pairs against 1/2; with none it is 1.
+    """
+    from scipy.stats import binomtest
+
+    a, b = np.asarray(before, dtype=np.float64), np.asarray(after, dtype=np.float64)
+    lost = int(((a == 1) & (b == 0)).sum())
+    gained = int(((a == 0) & (b == 1)).sum())
+    if lost + gained == 0:
+        return 1.0, lost, gained
+    return float(binomtest(min(lost, gained), lost + gained, 0.5).pvalue), lost, gained
+
+
+def paired_permutation_pvalue(
+    before: Sequence[float], after: Sequence[float], *, n_resamples: int = 10_000, seed: int = 0
+) -> float:
+    """Two-sided sign-flip permutation test of a zero mean paired difference (add-one smoothed)."""
+    diffs = np.asarray(after, dtype=np.float64) - np.asarray(before, dtype=np.float64)
+    if diffs.size == 0 or not diffs.any():
+        return 1.0
+    observed = abs(diffs.mean())
+    rng = np.random.default_rng(seed)
+    extreme = 0
+    block = max(1, _BLOCK_ELEMENTS // diffs.size)
+    for start in range(0, n_resamples, block):
+        rows = min(block, n_resamples - start)
+        signs = rng.integers(0, 2, size=(rows, diffs.size)) * 2 - 1
+        extreme += int((np.abs((signs * diffs).mean(axis=1)) >= observed - 1e-12).sum())
+    return (extreme + 1) / (n_resamples + 1)
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """A paired comparison of per-example scores: after minus before, with a CI and a p-value."""
+
+    delta: float
+    ci_low: float | None
+    ci_high: float | None
+    p_value: float
+    test: str
+    n: int
+    lost: int | None = None  # 0/1 scores: examples right before and wrong after
+    gained: int | None = None  # 0/1 scores: examples wrong before and right after
+
+
+def paired_compare(
+    before: Sequence[float], after: Sequence[float], *, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0
+) -> PairedComparison:
+    """Compare paired per-example scores: exact McNemar for 0/1 scores, a sign-flip permutation test
+    otherwise; the delta's CI is a paired bootstrap of the mean difference. NaN pairs are dropped."""
+    a, b = np.asarray(before, dtype=np.float64), np.asarray(after, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"paired scores differ in length: {a.size} and {b.size}")
+    keep = ~(np.isnan(a) | np.isnan(b))
+    a, b = a[keep], b[keep]
+    diffs = b - a
+    low, high = mean_ci(diffs, n_resamples=n_resamples, seed=seed)
+    delta = float(diffs.mean()) if diffs.size else float("nan")
+    if diffs.size and is_binary(a) and is_binary(b):
+        p, lost, gained = mcnemar_exact(a, b)
+        return PairedComparison(delta, low, high, p, "mcnemar_exact", int(a.size), lost, gained)
+    p = paired_permutation_pvalue(a, b, n_resamples=max(n_resamples, 1000), seed=seed)
+    return PairedComparison(delta, low, high, p, "paired_permutation", int(a.size))

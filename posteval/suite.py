@@ -6,6 +6,7 @@ expected. Relative dataset paths are resolved against the suite file's folder.
 
 from __future__ import annotations
 
+import logging
 import string
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -16,7 +17,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from evaluators import BoundMetric, resolve_metric
 from posteval.errors import MetricError, SuiteError
+from posteval.forgetting import ForgettingOptions
 from posteval.hashing import sha256_json
+from posteval.health import HealthOptions
+
+log = logging.getLogger(__name__)
 
 
 class _Strict(BaseModel):
@@ -64,6 +69,7 @@ class DatasetSpec(_Strict):
     stride: Annotated[int, Field(gt=0)] | None = None
     key: str | None = None
     split: str | None = None
+    limit: Annotated[int, Field(gt=0)] | None = None
     general: bool = False
     metrics: Annotated[list[str | dict[str, dict[str, Any] | None]], Field(min_length=1)]
 
@@ -88,13 +94,48 @@ class DatasetSpec(_Strict):
         """The dataset's metrics with validated options."""
         return [resolve_metric(spec) for spec in self.metrics]
 
+    def categories(self) -> set[str]:
+        """The rule-of-three categories this dataset's metrics cover."""
+        return {metric.info.category for metric in self.bound_metrics()}
+
     def prompt_fields(self) -> list[str]:
-        """Fields every row must have for this dataset."""
+        """Fields every row must have for this dataset (a perplexity prompt templates the scored text)."""
         fields = template_fields(self.prompt) if self.prompt else [self.text]
         for extra in (self.reference, self.key):
             if extra and extra not in fields:
                 fields.append(extra)
         return fields
+
+
+class LossSample(_Strict):
+    """Texts on which the runner measures mean token loss: a train sample or a validation set."""
+
+    path: Path
+    template: str = "{text}"
+    limit: Annotated[int, Field(gt=0)] | None = None
+    split: str | None = None
+
+    @field_validator("template")
+    @classmethod
+    def _template_parses(cls, value: str) -> str:
+        template_fields(value)
+        return value
+
+
+class TrainingHealth(HealthOptions):
+    """The overfitting detector: thresholds, and optionally texts to measure the loss gap on."""
+
+    train_sample: LossSample | None = None
+    validation: LossSample | None = None
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> TrainingHealth:
+        if (self.train_sample is None) != (self.validation is None):
+            raise ValueError("a measured loss gap needs both 'train_sample' and 'validation'")
+        return self
+
+
+HEALTH_DATASETS = ("train-sample", "validation")
 
 
 class Suite(_Strict):
@@ -107,6 +148,35 @@ class Suite(_Strict):
     seed: int = 0
     bootstrap_resamples: Annotated[int, Field(ge=0)] = 1000
     datasets: Annotated[list[DatasetSpec], Field(min_length=1)]
+    training_health: TrainingHealth | None = None
+    forgetting: ForgettingOptions = Field(default_factory=ForgettingOptions)
+    allow_incomplete: bool = False
+
+    def health_datasets(self) -> list[DatasetSpec]:
+        """The measured-gap texts as perplexity datasets scored with ``token_loss``."""
+        health = self.training_health
+        if health is None or health.train_sample is None or health.validation is None:
+            return []
+        return [
+            DatasetSpec(
+                name=name,
+                path=sample.path,
+                kind="perplexity",
+                prompt=sample.template,
+                limit=sample.limit,
+                split=sample.split,
+                metrics=["token_loss"],
+            )
+            for name, sample in zip(HEALTH_DATASETS, (health.train_sample, health.validation), strict=True)
+        ]
+
+    def all_datasets(self) -> list[DatasetSpec]:
+        """The suite's datasets followed by its measured-gap texts."""
+        return [*self.datasets, *self.health_datasets()]
+
+    def general_datasets(self) -> list[DatasetSpec]:
+        """The datasets marked ``general: true``: what forgetting is measured on."""
+        return [spec for spec in self.datasets if spec.general]
 
     @field_validator("datasets")
     @classmethod
@@ -115,6 +185,8 @@ class Suite(_Strict):
         for spec in datasets:
             if spec.name in seen:
                 raise ValueError(f"dataset name {spec.name!r} appears twice")
+            if spec.name in HEALTH_DATASETS:
+                raise ValueError(f"dataset name {spec.name!r} is reserved for training_health's texts")
             seen.add(spec.name)
         return datasets
 
@@ -149,6 +221,10 @@ def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel]:
         return DatasetSpec
     if loc[:1] == ("generation",):
         return GenerationConfig
+    if loc[:1] == ("training_health",):
+        return LossSample if len(loc) > 2 and loc[1] in ("train_sample", "validation") else TrainingHealth
+    if loc[:1] == ("forgetting",):
+        return ForgettingOptions
     return Suite
 
 
@@ -201,13 +277,59 @@ def parse_suite(text: str, path: Path) -> tuple[Suite, str]:
         more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
         raise SuiteError(f"{path}: {_loc(first['loc'])}: {_describe(first)}{more}") from exc
     _check_metrics(suite, path)
+    _check_rule_of_three(suite, path)
     fingerprint = sha256_json(suite.model_dump(mode="json"))
-    root = path.parent
-    datasets = [
-        spec.model_copy(update={"path": spec.path if spec.path.is_absolute() else (root / spec.path)})
-        for spec in suite.datasets
-    ]
-    return suite.model_copy(update={"datasets": datasets}), fingerprint
+    return _resolve_paths(suite, path.parent), fingerprint
+
+
+def _absolute(root: Path, value: Path) -> Path:
+    return value if value.is_absolute() else root / value
+
+
+def _resolve_paths(suite: Suite, root: Path) -> Suite:
+    """Relative dataset, loss-sample and base-model paths, resolved against the suite's folder."""
+    update: dict[str, Any] = {
+        "datasets": [spec.model_copy(update={"path": _absolute(root, spec.path)}) for spec in suite.datasets]
+    }
+    if suite.base_model and not suite.base_model.startswith("openai:"):
+        update["base_model"] = str(_absolute(root, Path(suite.base_model)))
+    health = suite.training_health
+    if health is not None and health.train_sample is not None and health.validation is not None:
+        update["training_health"] = health.model_copy(
+            update={
+                name: sample.model_copy(update={"path": _absolute(root, sample.path)})
+                for name, sample in (("train_sample", health.train_sample), ("validation", health.validation))
+            }
+        )
+    return suite.model_copy(update=update)
+
+
+RULE_OF_THREE = {
+    "task": "a task metric (accuracy, f1, exact_match, bleu, rouge, json_*, regex_match, ...)",
+    "general": "a general-quality metric (perplexity or bits_per_byte on general text, or an LLM judge)",
+    "overfitting": "an overfitting detector (a 'training_health' section: train vs validation loss gap)",
+}
+
+
+def missing_kinds(suite: Suite) -> list[str]:
+    """Which of the rule of three's metric kinds the suite lacks."""
+    covered = set().union(*(spec.categories() for spec in suite.datasets))
+    if suite.training_health is not None:
+        covered.add("overfitting")
+    return [kind for kind in RULE_OF_THREE if kind not in covered]
+
+
+def _check_rule_of_three(suite: Suite, path: Path) -> None:
+    missing = missing_kinds(suite)
+    if not missing:
+        return
+    message = f"{path}: the suite lacks " + "; ".join(RULE_OF_THREE[kind] for kind in missing)
+    if suite.allow_incomplete:
+        log.warning("%s (allowed by allow_incomplete: true)", message)
+        return
+    raise SuiteError(
+        f"{message}. Every suite measures all three; set allow_incomplete: true to run it anyway"
+    )
 
 
 def load_suite(path: str | Path) -> LoadedSuite:

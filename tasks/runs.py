@@ -9,6 +9,8 @@ from prefect.cache_policies import NO_CACHE
 
 from posteval import pipeline
 from posteval.checkpoint import CheckpointInfo
+from posteval.forgetting import ForgettingReport
+from posteval.health import HealthReport
 from posteval.suite import LoadedSuite
 
 
@@ -20,6 +22,7 @@ def register_run_task(
     trigger: str,
     flow_run_id: str | None,
     force: bool,
+    base: CheckpointInfo | None,
     database_url: str | None,
 ) -> pipeline.RunRef:
     """Create or find the run row (idempotent on content) and move it to running."""
@@ -30,6 +33,7 @@ def register_run_task(
         trigger=trigger,
         flow_run_id=flow_run_id,
         force=force,
+        base=base,
         database_url=database_url,
     )
 
@@ -39,10 +43,14 @@ def persist_task(
     run_id: str,
     outcomes: Sequence[pipeline.DatasetOutcome],
     warnings: Sequence[str],
+    health: HealthReport | None,
+    forgetting: ForgettingReport | None,
     database_url: str | None,
 ) -> None:
-    """Write metrics and per-example scores and mark the run succeeded, in one transaction."""
-    pipeline.persist(run_id, outcomes, warnings, database_url=database_url)
+    """Write metrics, per-example scores and health reports and mark the run succeeded, in one transaction."""
+    pipeline.persist(
+        run_id, outcomes, warnings, health=health, forgetting=forgetting, database_url=database_url
+    )
 
 
 @task(name="mark-failed", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)

@@ -127,3 +127,11 @@ def finetuned_checkpoint(base_checkpoint: Path, tmp_path_factory: pytest.TempPat
     from posteval.toymodel import finetune
 
     return finetune(base_checkpoint, tmp_path_factory.mktemp("models") / "contracts-ft", max_steps=60)
+
+
+@pytest.fixture(scope="session")
+def overfit_checkpoint(base_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The base fine-tuned far too long on 12 clauses: validation loss turns and rises."""
+    from posteval.toymodel import finetune_overfit
+
+    return finetune_overfit(base_checkpoint, tmp_path_factory.mktemp("models") / "contracts-overfit")

@@ -14,6 +14,7 @@ from posteval.suite import load_suite
 
 SUITE = """\
 name: s
+allow_incomplete: true  # a focused test suite, not a full evaluation
 datasets:
   - name: qa
     path: {path}

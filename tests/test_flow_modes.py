@@ -18,6 +18,7 @@ GENERAL = Path(__file__).resolve().parents[1] / "examples" / "contracts" / "gene
 
 MODES_SUITE = """\
 name: modes
+allow_incomplete: true  # a focused test suite, not a full evaluation
 generation: {batch_size: 4}
 datasets:
   - name: choice
@@ -35,6 +36,7 @@ datasets:
 
 RESUME_SUITE = """\
 name: resume
+allow_incomplete: true  # a focused test suite, not a full evaluation
 generation: {max_new_tokens: 4, batch_size: 4}
 datasets:
   - name: clauses

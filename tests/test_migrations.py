@@ -9,7 +9,17 @@ from sqlalchemy import create_engine, inspect
 from posteval.db.migrate import downgrade, upgrade
 from posteval.db.models import Base
 
-TABLES = {"checkpoints", "suites", "datasets", "eval_runs", "metrics", "predictions", "example_scores"}
+TABLES = {
+    "checkpoints",
+    "suites",
+    "datasets",
+    "eval_runs",
+    "metrics",
+    "predictions",
+    "example_scores",
+    "loss_points",
+    "health_reports",
+}
 
 
 def _tables(url: str) -> set[str]:

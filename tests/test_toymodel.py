@@ -12,7 +12,8 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from posteval import toymodel
 
-# Measured with the defaults (seed 0): 54/54 held-out clauses right; seeds 1-3 give 53/54 to 54/54.
+# Measured with the defaults: 54/54 held-out clauses right (seed 0), 53/54 with seeds 1, 2 and 3;
+# the threshold needs 44/54.
 MIN_HELDOUT_ACCURACY = 0.8
 
 
@@ -87,9 +88,10 @@ def test_overfit_run_ends_with_eval_loss_well_above_its_minimum(base_dir: Path) 
     overfit = toymodel.finetune_overfit(base_dir, base_dir.parent / "overfit")
     eval_losses = _losses(overfit, "eval_loss")
     train_losses = _losses(overfit, "loss")
-    # Measured (seed 0): eval_loss bottoms at 0.58 (step 70) and ends at 0.98; train loss ends at 0.015.
-    assert eval_losses[-1] > 1.3 * min(eval_losses)
-    assert train_losses[-1] < 0.1 * train_losses[0]
+    # Measured: eval_loss bottoms at 0.64 (step 50) and ends at 1.52, 2.4x (seeds 1 and 2: 2.05x, 2.01x);
+    # train loss falls from 5.7 to 0.003.
+    assert eval_losses[-1] > 1.5 * min(eval_losses)
+    assert train_losses[-1] < 0.01 * train_losses[0]
 
 
 @pytest.mark.slow
@@ -104,6 +106,7 @@ def test_finetune_with_the_same_seed_logs_the_same_losses(base_dir: Path) -> Non
         assert _losses(runs[0], key) == _losses(runs[1], key)
 
 
-def test_finetune_rejects_a_train_limit_below_one(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="train_limit"):
-        toymodel.finetune(tmp_path / "base", tmp_path / "out", train_limit=0)
+@pytest.mark.parametrize("option", [{"train_limit": 0}, {"replay_rows": -1}])
+def test_finetune_rejects_a_negative_or_empty_row_count(tmp_path: Path, option: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match=next(iter(option))):
+        toymodel.finetune(tmp_path / "base", tmp_path / "out", **option)

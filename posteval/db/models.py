@@ -178,3 +178,30 @@ class ExampleScore(Base):
     metric: Mapped[str] = mapped_column(String(255))
     example_key: Mapped[str] = mapped_column(String(255))
     value: Mapped[float | None] = mapped_column(Float)  # None where undefined (NaN)
+
+
+class LossPoint(Base):
+    """One logged loss of a checkpoint's training: step, split (train or eval), value."""
+
+    __tablename__ = "loss_points"
+    __table_args__ = (UniqueConstraint("checkpoint_id", "split", "step"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    checkpoint_id: Mapped[int] = mapped_column(ForeignKey("checkpoints.id", ondelete="CASCADE"))
+    step: Mapped[int] = mapped_column(Integer)
+    split: Mapped[str] = mapped_column(String(16))
+    value: Mapped[float] = mapped_column(Float)
+
+
+class HealthReport(Base):
+    """A run's training-health finding: the overfitting or the forgetting verdict, with its evidence."""
+
+    __tablename__ = "health_reports"
+    __table_args__ = (UniqueConstraint("run_id", "kind"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("eval_runs.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))  # "overfitting" or "forgetting"
+    verdict: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

@@ -11,7 +11,18 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from posteval.checkpoint import CheckpointInfo
-from posteval.db.models import Checkpoint, Dataset, EvalRun, ExampleScore, Metric, Prediction, Suite, utcnow
+from posteval.db.models import (
+    Checkpoint,
+    Dataset,
+    EvalRun,
+    ExampleScore,
+    HealthReport,
+    LossPoint,
+    Metric,
+    Prediction,
+    Suite,
+    utcnow,
+)
 from posteval.results import MetricResult
 
 
@@ -104,8 +115,8 @@ def mark_running(session: Session, run_id: str, flow_run_id: str | None = None) 
 
 def mark_failed(session: Session, run_id: str, error: str) -> None:
     """-> failed with ``error``; any metrics or scores of the run are removed so nothing looks succeeded."""
-    session.execute(delete(ExampleScore).where(ExampleScore.run_id == run_id))
-    session.execute(delete(Metric).where(Metric.run_id == run_id))
+    for model in (ExampleScore, Metric, HealthReport):
+        session.execute(delete(model).where(model.run_id == run_id))
     run = session.get_one(EvalRun, run_id)
     run.status, run.finished_at, run.error = "failed", utcnow(), error
 
@@ -181,3 +192,33 @@ def mark_succeeded(session: Session, run_id: str, warnings: Sequence[str] = ()) 
     """running -> succeeded."""
     run = session.get_one(EvalRun, run_id)
     run.status, run.finished_at, run.warnings = "succeeded", utcnow(), list(warnings)
+
+
+def save_loss_points(session: Session, checkpoint_id: int, points: Iterable[tuple[int, str, float]]) -> int:
+    """Store a checkpoint's (step, split, value) loss points once; returns how many were new."""
+    rows = session.execute(
+        select(LossPoint.split, LossPoint.step).where(LossPoint.checkpoint_id == checkpoint_id)
+    )
+    known = {(split, step) for split, step in rows}
+    new = [
+        LossPoint(checkpoint_id=checkpoint_id, step=step, split=split, value=value)
+        for step, split, value in points
+        if (split, step) not in known
+    ]
+    session.add_all(new)
+    session.flush()
+    return len(new)
+
+
+def save_health(
+    session: Session, run_id: str, kind: str, verdict: str, reason: str, details: dict[str, Any]
+) -> None:
+    """Store (or replace) the run's ``kind`` health report."""
+    session.execute(delete(HealthReport).where(HealthReport.run_id == run_id, HealthReport.kind == kind))
+    session.add(HealthReport(run_id=run_id, kind=kind, verdict=verdict, reason=reason, details=details))
+    session.flush()
+
+
+def link_base(session: Session, checkpoint_id: int, base_id: int) -> None:
+    """Record that checkpoint ``checkpoint_id`` was fine-tuned from ``base_id``."""
+    session.get_one(Checkpoint, checkpoint_id).base_checkpoint_id = base_id

@@ -1,0 +1,44 @@
+"""`posteval demo`: two fine-tunes through the flow; the overfit one is flagged, the sensible one is not."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from posteval import history
+from posteval.cli import print_run, run_evaluation
+from posteval.demo import run_demo
+from posteval.settings import get_settings
+
+
+@pytest.fixture
+def demo_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    url = f"sqlite:///{tmp_path / 'demo.db'}"
+    monkeypatch.setenv("POSTEVAL_DATABASE_URL", url)
+    get_settings.cache_clear()
+    yield url
+    get_settings.cache_clear()
+
+
+def test_demo_flags_the_overfit_checkpoint_only(prefect_harness: None, tmp_path: Path, demo_db: str) -> None:
+    console = Console(record=True, width=120)
+    good, overfit = run_demo(tmp_path / "work", console=console, evaluate=run_evaluation, show=print_run)
+    verdicts = {
+        run: {kind: report["verdict"] for kind, report in history.run_health(run).items()}
+        for run in (good, overfit)
+    }
+    assert verdicts == {
+        good: {"overfitting": "healthy", "forgetting": "none"},
+        overfit: {"overfitting": "overfitting", "forgetting": "forgetting"},
+    }
+    accuracy = {
+        run: history.run_metrics(run)
+        .query("dataset == 'contract-type' and name == 'accuracy'")["value"]
+        .item()
+        for run in (good, overfit)
+    }
+    assert accuracy[good] > accuracy[overfit]
+    assert len(history.loss_curve(history.run_summary(overfit)["checkpoint_id"])) > 20  # type: ignore[arg-type]
