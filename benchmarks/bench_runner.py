@@ -1,9 +1,11 @@
 """Time the Hugging Face runner and the whole flow on a tiny local GPT-2 (built here, no hub).
 
 Run with ``python benchmarks/bench_runner.py``. Prints examples/s and tokens/s for generation and
-perplexity at batch size 1 and "auto", the flow's first and cached run, and the flow's overhead over the
-same work done without Prefect. Every figure is the median of ``--repeats`` runs after one warm-up run;
-the model is loaded once beforehand and shared by every side. No timing is asserted.
+perplexity at batch size 1 and "auto", the flow's first and cached runs, and the flow's overhead over the
+same work done without Prefect. Each figure is the median of ``--repeats`` runs after one warm-up run;
+flow and direct runs alternate, so background load hits both. The model is loaded once beforehand and
+shared by every side; database migrations and the Prefect harness start are never inside a timed run.
+No timing is asserted.
 """
 
 from __future__ import annotations
@@ -17,16 +19,17 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 import argparse
+import itertools
 import json
 import statistics
 import tempfile
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import torch
-import yaml
 
 from evaluators import EvalInputs
 from posteval import pipeline
@@ -41,18 +44,27 @@ from posteval.toymodel import EXAMPLES_DIR, build_base_model, finetune, load_jso
 
 T = TypeVar("T")
 CHECKPOINT_CACHE = Path(tempfile.gettempdir()) / "posteval-bench-checkpoint"
+SUITE = """\
+name: bench
+generation: {{max_new_tokens: {max_new_tokens}, stop: ["\\n"], batch_size: auto}}
+training_health: {{}}  # the overfitting verdict from trainer_state.json alone: no model work
+datasets:
+  - {{name: clauses, path: clauses.jsonl, prompt: "Clause: {{text}}\\nType:", reference: label, key: id,
+     labels: [lease, nda, employment], metrics: [accuracy, exact_match]}}
+  - {{name: general, path: general.jsonl, kind: perplexity, key: id, metrics: [perplexity, bits_per_byte]}}
+"""
 
 
 def tiny_checkpoint() -> Path:
-    """The benchmark's fine-tuned checkpoint, built once and reused from the temp folder."""
-    tuned = CHECKPOINT_CACHE / "ft-120-steps"  # fewer steps leave a model that only says "\n"
+    """The benchmark's fine-tuned checkpoint, built once (~10 s) and reused from the temp folder."""
+    tuned = CHECKPOINT_CACHE / "ft-120-steps"  # after fewer steps the model answers every prompt with "\n"
     if not (tuned / "trainer_state.json").exists():  # written last: a complete checkpoint
         finetune(build_base_model(CHECKPOINT_CACHE / "base"), tuned, max_steps=120)
     return tuned
 
 
 def write_suite(root: Path, n_prompts: int, n_texts: int, max_new_tokens: int) -> Path:
-    """A suite with one generated dataset (held-out clauses cycled) and one perplexity dataset."""
+    """A suite with one generated dataset (held-out clauses, cycled) and one perplexity dataset."""
     clauses, general = load_jsonl(EXAMPLES_DIR / "heldout.jsonl"), load_jsonl(EXAMPLES_DIR / "general.jsonl")
     rows = {
         "clauses.jsonl": [{**clauses[i % len(clauses)], "id": f"c{i}"} for i in range(n_prompts)],
@@ -60,30 +72,7 @@ def write_suite(root: Path, n_prompts: int, n_texts: int, max_new_tokens: int) -
     }
     for name, items in rows.items():
         (root / name).write_text("".join(json.dumps(row) + "\n" for row in items), encoding="utf-8")
-    suite = {
-        "name": "bench",
-        "generation": {"max_new_tokens": max_new_tokens, "stop": ["\n"], "batch_size": "auto"},
-        "datasets": [
-            {
-                "name": "clauses",
-                "path": "clauses.jsonl",
-                "prompt": "Clause: {text}\nType:",
-                "reference": "label",
-                "key": "id",
-                "labels": ["lease", "nda", "employment"],
-                "metrics": ["accuracy", "exact_match"],
-            },
-            {
-                "name": "general",
-                "path": "general.jsonl",
-                "kind": "perplexity",
-                "key": "id",
-                "metrics": ["perplexity", "bits_per_byte"],
-            },
-        ],
-        "training_health": {},  # the overfitting check from trainer_state.json: no extra model work
-    }
-    (root / "suite.yaml").write_text(yaml.safe_dump(suite, sort_keys=False), encoding="utf-8")
+    (root / "suite.yaml").write_text(SUITE.format(max_new_tokens=max_new_tokens), encoding="utf-8")
     return root / "suite.yaml"
 
 
@@ -96,27 +85,8 @@ def collect(batches: Iterator[Batch[T]], n: int) -> list[T]:
     return out
 
 
-def median_time(repeats: int, fn: Callable[[], T]) -> tuple[float, T]:
-    """Median wall time of ``repeats`` calls of ``fn`` after one untimed warm-up call, and its last result."""
-    result = fn()
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times), result
-
-
-def fresh_database(root: Path, counter: list[int]) -> str:
-    """A new, migrated SQLite database under ``root`` (migration time is not part of any figure)."""
-    counter[0] += 1
-    url = f"sqlite:///{root / f'bench-{counter[0]}.db'}"
-    upgrade(url)
-    return url
-
-
 def direct_pipeline(checkpoint: str, suite_path: Path, url: str) -> None:
-    """The flow's stages as plain calls, in the flow's order, without Prefect (no base model here)."""
+    """The flow's stages as plain calls in the flow's order (no base model here), without Prefect."""
     info = resolve_checkpoint(checkpoint)
     loaded = load_suite(suite_path)
     refs = [pipeline.prepare_dataset(spec) for spec in loaded.suite.all_datasets()]
@@ -128,95 +98,100 @@ def direct_pipeline(checkpoint: str, suite_path: Path, url: str) -> None:
 
 
 def runner_and_metrics(runner: HFRunner, loaded: LoadedSuite) -> None:
-    """Only the model calls and the metrics (rows already in memory, no database)."""
+    """Only the model calls and the metrics: rows already in memory, no database."""
     suite = loaded.suite
     options = GenerationOptions(suite.generation.max_new_tokens, tuple(suite.generation.stop))
+    seed, resamples = suite.seed, suite.bootstrap_resamples
     for spec in suite.datasets:
         data = pipeline.load(spec)
         if spec.kind == "perplexity":
             scored = collect(runner.rolling_loglikelihood(data.texts(), batch_size="auto"), len(data))
             inputs = EvalInputs(
-                predictions=[""] * len(data),
+                [""] * len(data),
                 logprob_sums=[s.logprob for s in scored],
                 token_counts=[s.n_tokens for s in scored],
                 byte_counts=[s.n_bytes for s in scored],
-                seed=suite.seed,
-                n_bootstrap=suite.bootstrap_resamples,
+                seed=seed,
+                n_bootstrap=resamples,
             )
         else:
             outputs = collect(runner.generate(data.prompts(), options, batch_size="auto"), len(data))
             inputs = EvalInputs(
-                outputs,
-                data.references,
-                spec.labels,
-                data.rows,
-                seed=suite.seed,
-                n_bootstrap=suite.bootstrap_resamples,
+                outputs, data.references, spec.labels, data.rows, seed=seed, n_bootstrap=resamples
             )
         for metric in spec.bound_metrics():
             metric.compute(inputs)
 
 
-def runner_rows(
+def runner_figures(
     runner: HFRunner, prompts: list[str], texts: list[str], max_new_tokens: int, repeats: int
-) -> tuple[list[tuple[str, str]], dict[str, float]]:
+) -> dict[str, float]:
     """Generation and rolling perplexity straight through the runner, at batch size 1 and "auto"."""
     options = GenerationOptions(max_new_tokens, ("\n",))
-    rows, figures = [], {}
-    for size in (1, "auto"):
-        seconds, outputs = median_time(
-            repeats, lambda s=size: collect(runner.generate(prompts, options, batch_size=s), len(prompts))
-        )
-        n_new = sum(len(runner.tokenizer(o, add_special_tokens=False)["input_ids"]) for o in outputs)
-        measured = [("generate", "examples", len(prompts), n_new, seconds)]
-        seconds, scored = median_time(
-            repeats, lambda s=size: collect(runner.rolling_loglikelihood(texts, batch_size=s), len(texts))
-        )
-        measured.append(("perplexity", "texts", len(texts), sum(r.n_tokens for r in scored), seconds))
-        for kind, unit, n, tokens, seconds in measured:
-            figures[f"{kind}_bs{size}_{unit}_per_s"] = n / seconds
-            figures[f"{kind}_bs{size}_tokens_per_s"] = tokens / seconds
-            label = f"{kind} bs={size}" + (f" (from {AUTO_BATCH_START})" if size == "auto" else "")
-            rate = f"{n / seconds:8.1f} {unit}/s {tokens / seconds:9.1f} tokens/s"
-            rows.append((label, f"{rate}  ({n} {unit}, {tokens} tokens, {seconds:.2f} s)"))
-    return rows, figures
+    calls: dict[str, Callable[[int | str], list[Any]]] = {
+        "generate": lambda size: collect(runner.generate(prompts, options, batch_size=size), len(prompts)),
+        "perplexity": lambda size: collect(runner.rolling_loglikelihood(texts, batch_size=size), len(texts)),
+    }
+    figures = {}
+    for (kind, call), size in itertools.product(calls.items(), (1, "auto")):
+        times, results = [], call(size)  # the first call is the warm-up
+        for _ in range(repeats):
+            started = time.perf_counter()
+            results = call(size)
+            times.append(time.perf_counter() - started)
+        if kind == "generate":  # tokens of the outputs, stop sequence removed
+            tokens = sum(len(runner.tokenizer(o, add_special_tokens=False)["input_ids"]) for o in results)
+        else:
+            tokens = sum(result.n_tokens for result in results)
+        figures[f"{kind}_bs_{size}_per_s"] = len(results) / statistics.median(times)
+        figures[f"{kind}_bs_{size}_tokens_per_s"] = tokens / statistics.median(times)
+    return figures
 
 
 def flow_figures(
     root: Path, checkpoint: str, suite_path: Path, runner: HFRunner, repeats: int
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """The flow's first and cached runs, the same stages without Prefect, and runner + metrics alone."""
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
     from prefect.testing.utilities import prefect_test_harness
 
     from flows.post_training import evaluate_checkpoint
 
-    loaded, databases, flow_url = load_suite(suite_path), [0], [""]
+    loaded, urls = load_suite(suite_path), (f"sqlite:///{root / f'bench-{i}.db'}" for i in itertools.count())
+    times: dict[str, list[float]] = defaultdict(list)
 
-    def flow_first() -> None:
-        flow_url[0] = fresh_database(root, databases)
-        pipeline._load_cached.cache_clear()  # each side loads its datasets itself
-        evaluate_checkpoint(checkpoint=checkpoint, suite=str(suite_path), database_url=flow_url[0])
-
-    def flow_cached() -> None:  # a new run row; every output comes from the first run's database cache
-        evaluate_checkpoint(
-            checkpoint=checkpoint, suite=str(suite_path), force=True, database_url=flow_url[0]
-        )
-
-    def direct() -> None:
-        url = fresh_database(root, databases)
+    def fresh() -> str:  # a migrated database with nothing cached, and the datasets not loaded yet
+        url = next(urls)
+        upgrade(url)
         pipeline._load_cached.cache_clear()
-        direct_pipeline(checkpoint, suite_path, url)
+        return url
 
-    started = time.perf_counter()
+    def flow(url: str, force: bool = False, heartbeats: bool = True) -> None:
+        with temporary_settings({} if heartbeats else {PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+            evaluate_checkpoint(checkpoint=checkpoint, suite=str(suite_path), force=force, database_url=url)
+
+    def timed(name: str, fn: Callable[..., object], *args: Any) -> None:
+        started = time.perf_counter()
+        fn(*args)
+        times[name].append(time.perf_counter() - started)
+
+    started, model_calls = time.perf_counter(), 0
     with prefect_test_harness(server_startup_timeout=120):
-        figures = {"harness_startup_s": time.perf_counter() - started}
-        figures["flow_first_s"] = median_time(repeats, flow_first)[0]
-        before = get_runner.cache_info().hits
-        figures["flow_cached_s"] = median_time(repeats, flow_cached)[0]
-        figures["cached_runner_lookups"] = get_runner.cache_info().hits - before
-    figures["stages_no_prefect_s"] = median_time(repeats, direct)[0]
-    figures["runner_and_metrics_s"] = median_time(repeats, lambda: runner_and_metrics(runner, loaded))[0]
-    return figures
+        harness_s = time.perf_counter() - started
+        for _ in range(repeats + 1):  # the first round is the warm-up
+            timed("flow_first_s", flow, url := fresh())
+            before = get_runner.cache_info().hits  # run_model asks for the runner only when it has work
+            timed("flow_cached_s", flow, url, True)  # force: a new run row, every output from the cache
+            model_calls += get_runner.cache_info().hits - before
+            timed("stages_no_prefect_s", direct_pipeline, checkpoint, suite_path, fresh())
+            timed("runner_and_metrics_s", runner_and_metrics, runner, loaded)
+            timed("flow_no_heartbeat_s", flow, fresh(), False, False)
+    samples = {name: values[1:] for name, values in times.items()}
+    return {name: statistics.median(values) for name, values in samples.items()} | {
+        "harness_startup_s": harness_s,
+        "cached_rerun_model_calls": model_calls,
+        "samples_s": samples,
+    }
 
 
 def main() -> None:
@@ -225,9 +200,12 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=256, help="generation prompts")
     parser.add_argument("--texts", type=int, default=300, help="perplexity texts")
     parser.add_argument("--max-new-tokens", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--out", type=Path, default=None, help="also write the figures to this JSON file")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     root = Path(tempfile.mkdtemp(prefix="posteval-bench-"))
     os.environ["POSTEVAL_HOME"] = str(root / "home")
@@ -237,34 +215,38 @@ def main() -> None:
     suite_path = write_suite(root, args.examples, args.texts, args.max_new_tokens)
     gen, ppl = (pipeline.load(spec) for spec in load_suite(suite_path).suite.datasets)
     started = time.perf_counter()
-    # get_runner's cache: the flow's tasks and the direct stages reuse this loaded model, so no side loads it.
+    # get_runner's cache: the flow's tasks and the direct stages reuse this model, so no side loads it.
     runner = cast(HFRunner, get_runner(resolve_checkpoint(checkpoint), settings.device, settings.dtype))
-    load_s = time.perf_counter() - started
+    figures: dict[str, Any] = {"model_load_s": time.perf_counter() - started}
+    figures |= runner_figures(runner, gen.prompts(), ppl.texts(), args.max_new_tokens, args.repeats)
+    figures |= flow_figures(root, checkpoint, suite_path, runner, args.repeats)
 
-    rows, figures = runner_rows(runner, gen.prompts(), ppl.texts(), args.max_new_tokens, args.repeats)
-    figures |= flow_figures(root, checkpoint, suite_path, runner, args.repeats) | {"model_load_s": load_s}
-    flow_s, direct_s, raw_s = (
-        figures[k] for k in ("flow_first_s", "stages_no_prefect_s", "runner_and_metrics_s")
-    )
-    rows += [
-        ("flow, first run (fresh db)", f"{flow_s:8.2f} s"),
-        (
-            "flow, cached re-run (force=True)",
-            f"{figures['flow_cached_s']:8.2f} s  (runner lookups: {figures['cached_runner_lookups']:.0f})",
-        ),
-        ("stages without Prefect (fresh db)", f"{direct_s:8.2f} s"),
-        ("runner + metrics only (no db)", f"{raw_s:8.2f} s"),
-        ("overhead: flow / stages - 1", f"{100 * (flow_s / direct_s - 1):+8.1f} %"),
-        ("overhead: flow / runner+metrics - 1", f"{100 * (flow_s / raw_s - 1):+8.1f} %"),
-        ("model load (once, in no row above)", f"{load_s:8.2f} s"),
-        ("Prefect harness start (once)", f"{figures['harness_startup_s']:8.2f} s"),
-    ]
     print(
         f"{os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads), "
-        f"device {runner.device}, {runner.dtype}; median of {args.repeats} runs after a warm-up"
+        f"{runner.device} {runner.dtype}; {args.examples} prompts (max {args.max_new_tokens} new tokens), "
+        f"{args.texts} texts; median of {args.repeats} after a warm-up"
     )
-    for name, value in rows:
-        print(f"{name:<36} {value}")
+    for kind, unit in (("generate", "examples"), ("perplexity", "texts")):
+        for size in (1, "auto"):
+            label = f"{kind}, batch size {size}" + (f" (from {AUTO_BATCH_START})" if size == "auto" else "")
+            rate, tokens = figures[f"{kind}_bs_{size}_per_s"], figures[f"{kind}_bs_{size}_tokens_per_s"]
+            print(f"{label:<40} {rate:9.1f} {unit}/s {tokens:10.1f} tokens/s")
+    flow_s = figures["flow_first_s"]
+    for name, label in (
+        ("flow_first_s", "flow, first run, fresh db"),
+        ("flow_cached_s", "flow, cached re-run (force=True)"),
+        ("stages_no_prefect_s", "same stages, no Prefect, fresh db"),
+        ("runner_and_metrics_s", "runner + metrics only, no db"),
+        ("flow_no_heartbeat_s", "flow, first run, heartbeats off"),
+    ):
+        low, high = min(figures["samples_s"][name]), max(figures["samples_s"][name])
+        print(f"{label:<40} {figures[name]:9.2f} s  (min {low:.2f}, max {high:.2f})")
+    for name, label in (("stages_no_prefect_s", "stages"), ("runner_and_metrics_s", "runner + metrics")):
+        extra = f"{100 * (flow_s / figures[name] - 1):+.0f} %  (+{flow_s - figures[name]:.2f} s)"
+        print(f"{'overhead: flow vs ' + label:<40} {extra:>11}")
+    print(f"{'model calls in cached re-runs':<40} {figures['cached_rerun_model_calls']:9d}")
+    print(f"{'model load (once, outside every row)':<40} {figures['model_load_s']:9.2f} s")
+    print(f"{'Prefect harness start (once)':<40} {figures['harness_startup_s']:9.2f} s")
     if args.out:
         args.out.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from prefect import flow
 from prefect.runtime import flow_run
 
+from posteval.errors import GateFailed
+from tasks.gate import gate_task
 from tasks.health import forgetting_task, overfitting_task
 from tasks.model import run_model_task
 from tasks.resolve import load_dataset_task, load_suite_task, resolve_checkpoint_task
@@ -29,7 +31,9 @@ def evaluate_checkpoint(
 
     Bad input (checkpoint, base model, suite, datasets) is refused before a run row exists or any model
     work starts. Once the run is registered, any failure marks it failed with the error text and
-    re-raises, so the flow run fails too.
+    re-raises, so the flow run fails too. After a succeeded evaluation the run is compared with its
+    baseline; a regression beyond the suite's gates raises GateFailed, so the flow run ends Failed while
+    the run and its results stay stored.
     """
     ckpt = resolve_checkpoint_task(checkpoint, model_name, adapter_base)
     loaded = load_suite_task(suite)
@@ -37,8 +41,8 @@ def evaluate_checkpoint(
     base = resolve_checkpoint_task(spec.base_model) if spec.base_model else None
     datasets = [load_dataset_task(dataset) for dataset in spec.all_datasets()]
     run = register_run_task(ckpt, loaded, datasets, trigger, flow_run.get_id(), force, base, database_url)
-    if run.status == "succeeded":
-        return run.run_id
+    if run.status == "succeeded":  # a re-delivered trigger: the stored outcome stands
+        return _gate_outcome(run.run_id, *gate_task(run.run_id, spec, database_url))
     try:
         general = [dataset for dataset in datasets if dataset.spec.general]
         warnings: list[str] = []
@@ -59,4 +63,11 @@ def evaluate_checkpoint(
     except BaseException as exc:
         mark_failed_task(run.run_id, f"{type(exc).__name__}: {exc}", database_url)
         raise
-    return run.run_id
+    # The evaluation succeeded and is stored; the gate decides whether the flow run fails.
+    return _gate_outcome(run.run_id, *gate_task(run.run_id, spec, database_url))
+
+
+def _gate_outcome(run_id: str, status: str, summary: str) -> str:
+    if status == "failed":
+        raise GateFailed(run_id, summary)
+    return run_id

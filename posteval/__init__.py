@@ -1,3 +1,38 @@
-"""posteval: evaluate every fine-tuned checkpoint, keep every result, and catch regressions."""
+"""posteval: evaluate every fine-tuned checkpoint, keep every result, and catch regressions.
+
+The query API returns pandas DataFrames::
+
+    import posteval
+    posteval.runs(model="contracts", status="succeeded")
+    posteval.history("accuracy", model="contracts", dataset="contract-type")
+    posteval.run_metrics(run_id)
+    posteval.compare(baseline_run_id, candidate_run_id).to_frame()
+
+These load lazily, so ``import posteval`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
+
+_API = {
+    "runs": ("posteval.queries", "runs"),
+    "history": ("posteval.queries", "metric_history"),
+    "run_metrics": ("posteval.queries", "run_metrics"),
+    "run_summary": ("posteval.queries", "run_summary"),
+    "run_health": ("posteval.queries", "run_health"),
+    "compare": ("posteval.compare", "compare_runs"),
+    "baseline_for": ("posteval.baseline", "baseline_for"),
+}
+
+__all__ = ["__version__", *_API]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        module, attr = _API[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'posteval' has no attribute {name!r}")

@@ -9,19 +9,18 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import pandas as pd
 import typer
-from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from posteval import history, progress
-from posteval.errors import InputError, PostevalError
-from posteval.output import Format, emit, to_json
+from posteval import progress, queries
+from posteval.errors import GateFailed, InputError, PostevalError
+from posteval.output import Format, emit
+from posteval.render import RichProgress, comparison_table, console, err_console, print_run, progress_bar
 
 app = typer.Typer(
     help="Evaluate fine-tuned checkpoints, keep every result, catch regressions.",
@@ -30,15 +29,15 @@ app = typer.Typer(
 )
 runs_app = typer.Typer(help="Past runs.", no_args_is_help=True)
 db_app = typer.Typer(help="The database.", no_args_is_help=True)
+baseline_app = typer.Typer(help="Pinned baselines for the regression gate.", no_args_is_help=True)
 app.add_typer(runs_app, name="runs")
 app.add_typer(db_app, name="db")
-
-# Piped or captured output has no terminal width to follow: give tables room instead of rich's 80.
-_WIDTH = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 140
-console = Console(width=_WIDTH)
-err_console = Console(stderr=True, width=_WIDTH)
+app.add_typer(baseline_app, name="baseline")
 
 FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="table, json or csv")]
+SinceOpt = Annotated[
+    str | None, typer.Option(help="Only runs since a date (2026-11-01) or a duration ago (7d, 12h, 30m).")
+]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's and posteval's logs.")]
 
 
@@ -65,38 +64,16 @@ def _fail(exc: PostevalError) -> NoReturn:
 
 
 def _guard(fn: Callable[[], Any]) -> Any:
-    """Run ``fn``; a PostevalError becomes one message and its exit code, never a traceback."""
+    """Run ``fn``; a PostevalError becomes one message and its exit code, never a traceback.
+
+    GateFailed passes through: the caller shows the stored run before exiting 1.
+    """
     try:
         return fn()
+    except GateFailed:
+        raise
     except PostevalError as exc:
         _fail(exc)
-
-
-class RichProgress:
-    """A rich progress bar as the core's progress sink."""
-
-    def __init__(self, bar: Progress) -> None:
-        self.bar = bar
-
-    def start(self, description: str, total: int) -> object:
-        return self.bar.add_task(description, total=total)
-
-    def advance(self, job: object, amount: int) -> None:
-        self.bar.advance(job, amount)  # type: ignore[arg-type]
-
-    def finish(self, job: object) -> None:
-        self.bar.refresh()
-
-
-def _progress_bar() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=False,
-    )
 
 
 def run_evaluation(
@@ -127,7 +104,7 @@ def run_evaluation(
     upgrade(database_url)
     from flows.post_training import evaluate_checkpoint
 
-    with _progress_bar() as bar:
+    with progress_bar() as bar:
         progress.set_sink(RichProgress(bar))
         try:
             return evaluate_checkpoint(
@@ -141,96 +118,6 @@ def run_evaluation(
             )
         finally:
             progress.set_sink(None)
-
-
-def metric_table(metrics: pd.DataFrame) -> Table:
-    """Metrics as a compact terminal table: value, 95% CI, n, and which way is better."""
-    table = Table(title="metrics", header_style="bold")
-    for name, justify in (
-        ("dataset", "left"),
-        ("metric", "left"),
-        ("value", "right"),
-        ("95% CI", "right"),
-        ("n", "right"),
-        ("better", "center"),
-    ):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
-    for row in metrics.itertuples(index=False):
-        ci = "-" if pd.isna(row.ci_low) else f"[{row.ci_low:.4f}, {row.ci_high:.4f}]"
-        table.add_row(
-            row.dataset, row.name, f"{row.value:.4f}", ci, str(row.n), "↑" if row.higher_is_better else "↓"
-        )
-    return table
-
-
-VERDICT_STYLE = {
-    "healthy": "green",
-    "none": "green",
-    "overfitting": "red",
-    "forgetting": "red",
-    "underfitting": "yellow",
-    "unknown": "yellow",
-}
-
-
-def print_health(health: dict[str, dict[str, Any]]) -> None:
-    """The overfitting and forgetting verdicts, with the per-metric changes against the base."""
-    for kind in ("overfitting", "forgetting"):
-        if kind not in health:
-            continue
-        report = health[kind]
-        style = VERDICT_STYLE.get(str(report["verdict"]), "bold")
-        label = "training health" if kind == "overfitting" else "forgetting vs base"
-        console.print(
-            f"{label}: [{style}]{report['verdict']}[/] — {escape(str(report['reason']))}", highlight=False
-        )
-        changes = report["details"].get("changes", []) if kind == "forgetting" else []
-        if changes:
-            table = Table(header_style="bold")
-            for column in ("dataset", "metric", "base", "fine-tune", "worse by", "p", "test", "forgotten"):
-                table.add_column(
-                    column, justify="left" if column in ("dataset", "metric", "test") else "right"
-                )
-            for c in changes:
-                forgotten = "-" if c["forgotten_share"] is None else f"{c['forgotten_share']:.1%}"
-                table.add_row(
-                    c["dataset"],
-                    c["metric"],
-                    f"{c['base']:.4g}",
-                    f"{c['tuned']:.4g}",
-                    f"{c['relative_worsening']:+.1%}",
-                    f"{c['p_value']:.2g}",
-                    c["test"],
-                    forgotten,
-                    style="red" if c["forgets"] else None,
-                )
-            console.print(table)
-
-
-def print_run(run_id: str, fmt: Format = Format.table, database_url: str | None = None) -> None:
-    """The run's summary and metric table (or JSON with both)."""
-    summary = history.run_summary(run_id, database_url=database_url)
-    metrics = history.run_metrics(run_id, database_url=database_url)
-    health = history.run_health(run_id, database_url=database_url)
-    if fmt is Format.json:
-        from posteval.output import records
-
-        print(to_json({**summary, "metrics": records(metrics), "health": health}))
-        return
-    if fmt is Format.csv:
-        emit(metrics, fmt, console)
-        return
-    console.print(
-        f"run [bold]{run_id}[/]  model {summary['model']}  suite {summary['suite']}  "
-        f"status [bold]{summary['status']}[/]",
-        highlight=False,
-    )
-    console.print(metric_table(metrics))
-    print_health(health)
-    for warning in summary["warnings"]:  # type: ignore[attr-defined]
-        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
-    if summary["error"]:
-        console.print(f"[red]error:[/] {summary['error']}", highlight=False)
 
 
 @app.command()
@@ -256,9 +143,16 @@ def evaluate(
 ) -> None:
     """Evaluate CHECKPOINT on a suite; exit 0 ok, 2 bad input, 3 runtime error."""
     _quiet(verbose)
-    run_id = _guard(
-        lambda: run_evaluation(checkpoint, str(suite), model_name=model_name, force=force, adapter_base=base)
-    )
+    try:
+        run_id = _guard(
+            lambda: run_evaluation(
+                checkpoint, str(suite), model_name=model_name, force=force, adapter_base=base
+            )
+        )
+    except GateFailed as failed:  # the run is stored: show it, then exit 1
+        failed_run = failed.run_id
+        _guard(lambda: print_run(failed_run, fmt))
+        raise typer.Exit(failed.exit_code) from None
     _guard(lambda: print_run(run_id, fmt))
 
 
@@ -267,13 +161,18 @@ def runs_list(
     model: Annotated[str | None, typer.Option(help="Only this model.")] = None,
     suite: Annotated[str | None, typer.Option(help="Only this suite name.")] = None,
     status: Annotated[str | None, typer.Option(help="pending, running, succeeded or failed.")] = None,
+    since: SinceOpt = None,
     limit: Annotated[int, typer.Option(help="At most this many runs, newest first.")] = 50,
     fmt: FormatOpt = Format.table,
 ) -> None:
     """List past runs, newest first."""
     _quiet(False)
     frame = _guard(
-        lambda: _with_schema(lambda: history.runs(model=model, suite=suite, status=status, limit=limit))
+        lambda: _with_schema(
+            lambda: queries.runs(
+                model=model, suite=suite, status=status, since=parse_since(since), limit=limit
+            )
+        )
     )
     if fmt is not Format.table:
         emit(frame, fmt, console)
@@ -299,7 +198,21 @@ def runs_show(
 ) -> None:
     """One run: its summary and its metrics."""
     _quiet(False)
-    _guard(lambda: _with_schema(lambda: print_run(history.resolve_run_id(run), fmt)))
+    _guard(lambda: _with_schema(lambda: print_run(queries.resolve_run_id(run), fmt)))
+
+
+def parse_since(value: str | None) -> datetime | None:
+    """A --since value as an aware datetime: an ISO date or time, or a duration ago like 7d, 12h or 30m."""
+    if value is None:
+        return None
+    units = {"d": "days", "h": "hours", "m": "minutes", "w": "weeks"}
+    if value[:-1].isdigit() and value[-1] in units:
+        return datetime.now(UTC) - timedelta(**{units[value[-1]]: int(value[:-1])})
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise InputError(f"--since {value!r}: expected a date like 2026-11-01 or a duration like 7d") from exc
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _with_schema(fn: Callable[[], Any]) -> Any:
@@ -318,9 +231,9 @@ def runs_loss_curve(
     _quiet(False)
 
     def draw() -> Path:
-        run_id = history.resolve_run_id(run)
-        summary = history.run_summary(run_id)
-        curve = history.loss_curve(int(summary["checkpoint_id"]))  # type: ignore[call-overload]
+        run_id = queries.resolve_run_id(run)
+        summary = queries.run_summary(run_id)
+        curve = queries.loss_curve(int(summary["checkpoint_id"]))  # type: ignore[call-overload]
         if curve.empty:
             raise InputError(f"run {run_id[:12]}: its checkpoint has no stored loss history")
         from posteval.plots import loss_curve_png
@@ -328,6 +241,84 @@ def runs_loss_curve(
         return loss_curve_png(curve, out, title=f"{summary['model']} (step {summary['step']})")
 
     console.print(f"loss curve written to {_guard(lambda: _with_schema(draw))}", highlight=False)
+
+
+@app.command()
+def compare(
+    baseline: Annotated[str, typer.Argument(help="The baseline run (id or prefix).")],
+    candidate: Annotated[str, typer.Argument(help="The candidate run (id or prefix).")],
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Compare two runs of one suite metric by metric: delta, its CI, a paired test, flipped examples."""
+    _quiet(False)
+    from posteval.compare import compare_runs
+
+    def run() -> Any:
+        base_id, cand_id = queries.resolve_run_id(baseline), queries.resolve_run_id(candidate)
+        return compare_runs(base_id, cand_id)
+
+    comparison = _guard(lambda: _with_schema(run))
+    frame = comparison.to_frame()
+    if fmt is not Format.table:
+        emit(frame, fmt, console)
+        return
+    console.print(comparison_table(comparison))
+
+
+@app.command("history")
+def history_command(
+    metric: Annotated[str, typer.Argument(help="A stored metric name, e.g. accuracy or f1_macro.")],
+    model: Annotated[str, typer.Option("--model", "-m", help="The model (checkpoints' model name).")],
+    dataset: Annotated[str | None, typer.Option(help="Only this dataset.")] = None,
+    suite: Annotated[str | None, typer.Option(help="Only this suite.")] = None,
+    since: SinceOpt = None,
+    plot: Annotated[Path | None, typer.Option(help="Also draw the trend as a PNG here.")] = None,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """A metric of a model across its runs, in training order; optionally a PNG trend plot."""
+    _quiet(False)
+    frame = _guard(
+        lambda: _with_schema(
+            lambda: queries.metric_history(
+                metric, model=model, dataset=dataset, suite=suite, since=parse_since(since)
+            )
+        )
+    )
+    emit(frame, fmt, console, title=f"{metric} of {model}")
+    if plot is not None:
+        from posteval.plots import metric_trend_png
+
+        metric_trend_png(frame, plot, title=f"{metric} of {model}")
+        err_console.print(f"trend plot written to {plot}", highlight=False)
+
+
+@baseline_app.command("set")
+def baseline_set(
+    model: Annotated[str, typer.Argument(help="The model name.")],
+    suite: Annotated[str, typer.Option("--suite", "-s", help="The suite name.")],
+    run: Annotated[str | None, typer.Option(help="Pin this run (id or prefix).")] = None,
+    checkpoint: Annotated[Path | None, typer.Option(help="Pin this evaluated checkpoint folder.")] = None,
+) -> None:
+    """Pin the baseline new runs of MODEL on SUITE are compared with."""
+    _quiet(False)
+    from posteval.baseline import set_baseline
+
+    def pin() -> None:
+        run_id = queries.resolve_run_id(run) if run else None
+        path = str(checkpoint.resolve()) if checkpoint else None
+        set_baseline(model, suite, run_id=run_id, checkpoint_path=path)
+
+    _guard(lambda: _with_schema(pin))
+    console.print(f"baseline of {model} on {suite} pinned to {run or checkpoint}", highlight=False)
+
+
+@baseline_app.command("list")
+def baseline_list(fmt: FormatOpt = Format.table) -> None:
+    """The pinned baselines."""
+    _quiet(False)
+    from posteval.baseline import baselines
+
+    emit(_guard(lambda: _with_schema(baselines)), fmt, console, title="pinned baselines")
 
 
 @db_app.command("upgrade")

@@ -41,3 +41,13 @@ class RunnerError(PostevalError):
 
 class DatabaseError(PostevalError):
     """The database cannot be reached or is not at the expected schema."""
+
+
+class GateFailed(PostevalError):
+    """The regression gate failed: a gated metric dropped significantly beyond its tolerance."""
+
+    exit_code = 1
+
+    def __init__(self, run_id: str, summary: str) -> None:
+        super().__init__(f"run {run_id}: regression gate failed: {summary}")
+        self.run_id = run_id

@@ -14,7 +14,9 @@ from typing import Any
 
 from evaluators import EvalInputs
 from posteval import progress
+from posteval.baseline import baseline_for
 from posteval.checkpoint import CheckpointInfo
+from posteval.compare import Comparison, compare_runs
 from posteval.data import LoadedDataset, load_dataset
 from posteval.db import repo
 from posteval.db.engine import session_scope
@@ -321,6 +323,26 @@ def persist(
                 {"changes": forgetting.as_dict()["changes"]},
             )
         repo.mark_succeeded(session, run_id, warnings)
+
+
+def gate(run_id: str, suite: Suite, *, database_url: str | None = None) -> tuple[str, str, Comparison | None]:
+    """Compare the run with its baseline and apply the suite's gates; stores and returns the outcome.
+
+    Returns (status, summary, comparison): status is ``passed``, ``failed`` or ``no_baseline``.
+    """
+    baseline = baseline_for(run_id, database_url=database_url)
+    comparison = None
+    if baseline is None:
+        status, summary = "no_baseline", "no earlier run of this model and suite to compare with"
+    else:
+        comparison = compare_runs(
+            baseline, run_id, gates=suite.gates, seed=suite.seed, database_url=database_url
+        )
+        status = "failed" if comparison.regressions else "passed"
+        summary = f"against {baseline[:12]}: {comparison.summary()}"
+    with session_scope(database_url) as session:
+        repo.set_gate(session, run_id, baseline, status, summary)
+    return status, summary, comparison
 
 
 def fail(run_id: str, error: str, *, database_url: str | None = None) -> None:

@@ -43,3 +43,28 @@ def loss_curve_png(curve: pd.DataFrame, path: Path, *, title: str = "loss") -> P
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def metric_trend_png(history: pd.DataFrame, path: Path, *, title: str) -> Path:
+    """A metric's value (with its CI band) across a model's runs, one line per dataset."""
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    for dataset, rows in history.groupby("dataset", sort=False):
+        x = list(range(len(rows)))
+        ax.plot(x, rows["value"], marker="o", markersize=4, label=str(dataset))
+        if rows["ci_low"].notna().all():
+            ax.fill_between(x, rows["ci_low"], rows["ci_high"], alpha=0.2)
+        labels = [
+            f"{'-' if pd.isna(s) else int(s)}\n{str(r)[:6]}"
+            for s, r in zip(rows["step"], rows["run_id"], strict=True)
+        ]
+        ax.set_xticks(x, labels, fontsize=7)
+    ax.set_xlabel("run (training step / run id)")
+    ax.set_ylabel(str(history["metric"].iloc[0]) if not history.empty else "value")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -6,6 +6,7 @@ expected. Relative dataset paths are resolved against the suite file's folder.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import string
 from pathlib import Path
@@ -138,6 +139,13 @@ class TrainingHealth(HealthOptions):
 HEALTH_DATASETS = ("train-sample", "validation")
 
 
+class Gate(_Strict):
+    """A regression gate on one metric: the tolerated drop (in the metric's units) and the test's level."""
+
+    max_drop: float = Field(0.0, ge=0)
+    alpha: float = Field(0.05, gt=0, lt=1)
+
+
 class Suite(_Strict):
     """A suite: the datasets a checkpoint is evaluated on, and how."""
 
@@ -150,6 +158,7 @@ class Suite(_Strict):
     datasets: Annotated[list[DatasetSpec], Field(min_length=1)]
     training_health: TrainingHealth | None = None
     forgetting: ForgettingOptions = Field(default_factory=ForgettingOptions)
+    gates: dict[str, Gate] = Field(default_factory=dict)
     allow_incomplete: bool = False
 
     def health_datasets(self) -> list[DatasetSpec]:
@@ -225,6 +234,8 @@ def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel]:
         return LossSample if len(loc) > 2 and loc[1] in ("train_sample", "validation") else TrainingHealth
     if loc[:1] == ("forgetting",):
         return ForgettingOptions
+    if loc[:1] == ("gates",):
+        return Gate
     return Suite
 
 
@@ -277,9 +288,26 @@ def parse_suite(text: str, path: Path) -> tuple[Suite, str]:
         more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
         raise SuiteError(f"{path}: {_loc(first['loc'])}: {_describe(first)}{more}") from exc
     _check_metrics(suite, path)
+    _check_gates(suite, path)
     _check_rule_of_three(suite, path)
     fingerprint = sha256_json(suite.model_dump(mode="json"))
     return _resolve_paths(suite, path.parent), fingerprint
+
+
+def metric_names(suite: Suite) -> list[str]:
+    """Every ``dataset/metric`` the suite stores, in suite order: what gates may name."""
+    return [f"{spec.name}/{metric.name}" for spec in suite.all_datasets() for metric in spec.bound_metrics()]
+
+
+def _check_gates(suite: Suite, path: Path) -> None:
+    known = metric_names(suite)
+    for key in suite.gates:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise SuiteError(
+                f"{path}: gates.{key}: no such dataset/metric in the suite.{hint} Known: {', '.join(known)}"
+            )
 
 
 def _absolute(root: Path, value: Path) -> Path:

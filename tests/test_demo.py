@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from posteval import history
+from posteval import queries
 from posteval.cli import print_run, run_evaluation
 from posteval.demo import run_demo
 from posteval.settings import get_settings
@@ -27,7 +27,7 @@ def test_demo_flags_the_overfit_checkpoint_only(prefect_harness: None, tmp_path:
     console = Console(record=True, width=120)
     good, overfit = run_demo(tmp_path / "work", console=console, evaluate=run_evaluation, show=print_run)
     verdicts = {
-        run: {kind: report["verdict"] for kind, report in history.run_health(run).items()}
+        run: {kind: report["verdict"] for kind, report in queries.run_health(run).items()}
         for run in (good, overfit)
     }
     assert verdicts == {
@@ -35,10 +35,10 @@ def test_demo_flags_the_overfit_checkpoint_only(prefect_harness: None, tmp_path:
         overfit: {"overfitting": "overfitting", "forgetting": "forgetting"},
     }
     accuracy = {
-        run: history.run_metrics(run)
+        run: queries.run_metrics(run)
         .query("dataset == 'contract-type' and name == 'accuracy'")["value"]
         .item()
         for run in (good, overfit)
     }
     assert accuracy[good] > accuracy[overfit]
-    assert len(history.loss_curve(history.run_summary(overfit)["checkpoint_id"])) > 20  # type: ignore[arg-type]
+    assert len(queries.loss_curve(queries.run_summary(overfit)["checkpoint_id"])) > 20  # type: ignore[arg-type]

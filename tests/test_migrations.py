@@ -19,6 +19,7 @@ TABLES = {
     "example_scores",
     "loss_points",
     "health_reports",
+    "baselines",
 }
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from flows.post_training import evaluate_checkpoint
-from posteval import history
+from posteval import queries
 from posteval.checkpoint import resolve_checkpoint
 from posteval.errors import CheckpointError
 from tests.helpers import heldout_rows, write_jsonl
@@ -47,8 +47,8 @@ def test_served_model_scores_like_the_same_local_checkpoint(
     local = evaluate_checkpoint(
         checkpoint=str(finetuned_checkpoint), suite=str(suite), database_url=sqlite_url
     )
-    served_metrics = history.run_metrics(served, database_url=sqlite_url)
-    local_metrics = history.run_metrics(local, database_url=sqlite_url)
+    served_metrics = queries.run_metrics(served, database_url=sqlite_url)
+    local_metrics = queries.run_metrics(local, database_url=sqlite_url)
     assert served_metrics[["dataset", "name", "value"]].to_dict("records") == (
         local_metrics[["dataset", "name", "value"]].to_dict("records")
     )

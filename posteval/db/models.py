@@ -102,6 +102,7 @@ class EvalRun(CreatedAt, Base):
     """One evaluation of a checkpoint with a suite; status moves pending -> running -> succeeded|failed."""
 
     __tablename__ = "eval_runs"
+    __table_args__ = (Index("ix_eval_runs_created_at", "created_at"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_run_id)
     checkpoint_id: Mapped[int] = mapped_column(ForeignKey("checkpoints.id"), index=True)
@@ -114,6 +115,9 @@ class EvalRun(CreatedAt, Base):
     idempotency_key: Mapped[str] = mapped_column(String(64), unique=True)
     flow_run_id: Mapped[str | None] = mapped_column(String(64))
     warnings: Mapped[list[str]] = mapped_column(JSON, default=list)
+    baseline_run_id: Mapped[str | None] = mapped_column(String(32))
+    gate_status: Mapped[str | None] = mapped_column(String(16))  # passed, failed, no_baseline
+    gate_summary: Mapped[str | None] = mapped_column(Text)
 
     checkpoint: Mapped[Checkpoint] = relationship(lazy="raise")
     suite: Mapped[Suite] = relationship(lazy="raise")
@@ -123,7 +127,10 @@ class Metric(Base):
     """One metric's value on one dataset in one run, with its CI and the signature that explains it."""
 
     __tablename__ = "metrics"
-    __table_args__ = (UniqueConstraint("run_id", "dataset_id", "name"),)
+    __table_args__ = (
+        UniqueConstraint("run_id", "dataset_id", "name"),
+        Index("ix_metrics_name_run", "name", "run_id"),  # history of one metric across runs
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     run_id: Mapped[str] = mapped_column(ForeignKey("eval_runs.id", ondelete="CASCADE"), index=True)
@@ -205,3 +212,16 @@ class HealthReport(Base):
     verdict: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str] = mapped_column(Text)
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class Baseline(CreatedAt, Base):
+    """A pinned baseline for a model and suite: a run, or a checkpoint (its latest run of the suite)."""
+
+    __tablename__ = "baselines"
+    __table_args__ = (UniqueConstraint("model_name", "suite_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_name: Mapped[str] = mapped_column(String(255))
+    suite_name: Mapped[str] = mapped_column(String(255))
+    run_id: Mapped[str | None] = mapped_column(ForeignKey("eval_runs.id", ondelete="CASCADE"))
+    checkpoint_id: Mapped[int | None] = mapped_column(ForeignKey("checkpoints.id", ondelete="CASCADE"))

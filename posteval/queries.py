@@ -1,6 +1,9 @@
-"""Queries over past runs, returned as pandas DataFrames."""
+"""Queries over past runs, returned as pandas DataFrames (the CLI's listings and the Python API)."""
 
 from __future__ import annotations
+
+import difflib
+from datetime import datetime
 
 import pandas as pd
 from sqlalchemy import select
@@ -30,10 +33,11 @@ def runs(
     model: str | None = None,
     suite: str | None = None,
     status: str | None = None,
+    since: datetime | None = None,
     limit: int = 50,
     database_url: str | None = None,
 ) -> pd.DataFrame:
-    """Runs, newest first, optionally filtered by model name, suite name and status."""
+    """Runs, newest first, optionally filtered by model name, suite name, status and creation time."""
     query = (
         select(
             EvalRun.id,
@@ -59,19 +63,31 @@ def runs(
         query = query.where(Suite.name == suite)
     if status:
         query = query.where(EvalRun.status == status)
+    if since:
+        query = query.where(EvalRun.created_at >= since)
     with session_scope(database_url) as session:
         rows = session.execute(query).all()
     return pd.DataFrame([tuple(r) for r in rows], columns=RUN_COLUMNS)
 
 
 def resolve_run_id(prefix: str, *, database_url: str | None = None) -> str:
-    """The full id of the run whose id starts with ``prefix`` (at least 4 characters, unambiguous)."""
+    """The full id of the run whose id starts with ``prefix`` (at least 4 characters, unambiguous).
+
+    An unknown id is refused with the closest known ones.
+    """
     with session_scope(database_url) as session:
         matches = session.scalars(select(EvalRun.id).where(EvalRun.id.startswith(prefix)).limit(6)).all()
+        if not matches:
+            known = session.scalars(
+                select(EvalRun.id).order_by(EvalRun.created_at.desc()).limit(10_000)
+            ).all()
     if len(matches) == 1 and len(prefix) >= 4:
         return matches[0]
     if not matches:
-        raise InputError(f"no run with id {prefix!r}; `posteval runs list` shows the recent ones")
+        close = difflib.get_close_matches(prefix, [k[: len(prefix)] for k in known], n=3, cutoff=0.3)
+        nearest = [k for c in close for k in known if k.startswith(c)][:3]
+        hint = f"; closest: {', '.join(k[:12] for k in nearest)}" if nearest else ""
+        raise InputError(f"no run with id {prefix!r}{hint} (`posteval runs list` shows the recent ones)")
     if len(prefix) < 4:
         raise InputError(f"run id prefix {prefix!r} is too short: give at least 4 characters")
     raise InputError(f"run id {prefix!r} is ambiguous: it matches {', '.join(matches)}")
@@ -127,6 +143,9 @@ def run_summary(run_id: str, *, database_url: str | None = None) -> dict[str, ob
             "warnings": list(run.warnings or []),
             "flow_run_id": run.flow_run_id,
             "checkpoint_id": ckpt.id,
+            "baseline_run_id": run.baseline_run_id,
+            "gate_status": run.gate_status,
+            "gate_summary": run.gate_summary,
         }
 
 
@@ -147,3 +166,80 @@ def loss_curve(checkpoint_id: int, *, database_url: str | None = None) -> pd.Dat
     with session_scope(database_url) as session:
         rows = session.execute(query).all()
     return pd.DataFrame([tuple(r) for r in rows], columns=["step", "split", "value"])
+
+
+HISTORY_COLUMNS = [
+    "run_id",
+    "model",
+    "step",
+    "created_at",
+    "suite",
+    "dataset",
+    "metric",
+    "value",
+    "ci_low",
+    "ci_high",
+    "n",
+]
+
+
+def metric_history(
+    metric: str,
+    *,
+    model: str,
+    dataset: str | None = None,
+    suite: str | None = None,
+    since: datetime | None = None,
+    database_url: str | None = None,
+) -> pd.DataFrame:
+    """One metric of one model across its succeeded runs, in lineage order (training step, then time).
+
+    A metric never recorded for the model is refused with the metrics that were.
+    """
+    query = (
+        select(
+            EvalRun.id,
+            Checkpoint.model_name,
+            Checkpoint.training_step,
+            EvalRun.created_at,
+            Suite.name,
+            Dataset.name,
+            Metric.name,
+            Metric.value,
+            Metric.ci_low,
+            Metric.ci_high,
+            Metric.n,
+        )
+        .join(EvalRun, Metric.run_id == EvalRun.id)
+        .join(Checkpoint, EvalRun.checkpoint_id == Checkpoint.id)
+        .join(Suite, EvalRun.suite_id == Suite.id)
+        .join(Dataset, Metric.dataset_id == Dataset.id)
+        .where(Metric.name == metric, Checkpoint.model_name == model, EvalRun.status == "succeeded")
+    )
+    if dataset:
+        query = query.where(Dataset.name == dataset)
+    if suite:
+        query = query.where(Suite.name == suite)
+    if since:
+        query = query.where(EvalRun.created_at >= since)
+    with session_scope(database_url) as session:
+        rows = session.execute(query).all()
+        if not rows:
+            recorded = session.scalars(
+                select(Metric.name)
+                .distinct()
+                .join(EvalRun, Metric.run_id == EvalRun.id)
+                .join(Checkpoint, EvalRun.checkpoint_id == Checkpoint.id)
+                .where(Checkpoint.model_name == model)
+            ).all()
+    if not rows:
+        if not recorded:
+            raise InputError(f"no runs of model {model!r} are recorded")
+        where = "".join(f" {k} {v!r}" for k, v in (("on dataset", dataset), ("in suite", suite)) if v)
+        raise InputError(
+            f"metric {metric!r} was never recorded for model {model!r}{where}; "
+            f"recorded: {', '.join(sorted(recorded))}"
+        )
+    frame = pd.DataFrame([tuple(r) for r in rows], columns=HISTORY_COLUMNS)
+    frame["_order"] = frame["step"].fillna(-1)
+    return frame.sort_values(["_order", "created_at"]).drop(columns="_order").reset_index(drop=True)

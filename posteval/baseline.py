@@ -1,0 +1,100 @@
+"""Lineage and baselines: which earlier run a new run is compared with.
+
+Checkpoints belong to a model (its name) and are ordered by training step, then by time. A run's
+baseline is the pinned one for its model and suite (``posteval baseline set``) if any, else the
+previous succeeded run of the same model and suite in that order.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pandas as pd
+from sqlalchemy import delete, select
+
+from posteval.db.engine import session_scope
+from posteval.db.models import Baseline, Checkpoint, EvalRun, Suite
+from posteval.errors import InputError
+
+
+def _lineage_key(step: int | None, created: datetime) -> tuple[int, datetime]:
+    return (-1 if step is None else step, created)
+
+
+def _runs_of(session: object, model: str, suite: str) -> list[tuple[str, int, int | None, datetime]]:
+    """Succeeded runs of ``model`` on ``suite``: (run id, checkpoint id, step, run time), lineage order."""
+    rows = session.execute(  # type: ignore[attr-defined]
+        select(EvalRun.id, Checkpoint.id, Checkpoint.training_step, EvalRun.created_at)
+        .join(Checkpoint, EvalRun.checkpoint_id == Checkpoint.id)
+        .join(Suite, EvalRun.suite_id == Suite.id)
+        .where(Checkpoint.model_name == model, Suite.name == suite, EvalRun.status == "succeeded")
+    ).all()
+    return sorted((tuple(r) for r in rows), key=lambda r: _lineage_key(r[2], r[3]))  # type: ignore[misc]
+
+
+def baseline_for(run_id: str, *, database_url: str | None = None) -> str | None:
+    """The run ``run_id`` is compared with: the pinned baseline, else the previous run; None if neither."""
+    with session_scope(database_url) as session:
+        found = session.execute(
+            select(Checkpoint.model_name, Checkpoint.training_step, Suite.name, EvalRun.created_at)
+            .join(Checkpoint, EvalRun.checkpoint_id == Checkpoint.id)
+            .join(Suite, EvalRun.suite_id == Suite.id)
+            .where(EvalRun.id == run_id)
+        ).first()
+        if found is None:
+            raise InputError(f"no run with id {run_id!r}")
+        model, step, suite, created = found
+        runs = [r for r in _runs_of(session, model, suite) if r[0] != run_id]
+        pinned = session.scalars(select(Baseline).filter_by(model_name=model, suite_name=suite)).first()
+        if pinned is not None and pinned.run_id is not None and pinned.run_id != run_id:
+            return pinned.run_id
+        if pinned is not None and pinned.checkpoint_id is not None:
+            of_checkpoint = [r for r in runs if r[1] == pinned.checkpoint_id]
+            if of_checkpoint:
+                return of_checkpoint[-1][0]
+        earlier = [r for r in runs if _lineage_key(r[2], r[3]) < _lineage_key(step, created)]
+        return earlier[-1][0] if earlier else None
+
+
+def set_baseline(
+    model: str,
+    suite: str,
+    *,
+    run_id: str | None = None,
+    checkpoint_path: str | None = None,
+    database_url: str | None = None,
+) -> None:
+    """Pin the baseline of ``model`` on ``suite`` to a run, or to a checkpoint (by its stored path)."""
+    if (run_id is None) == (checkpoint_path is None):
+        raise InputError("pin either a run or a checkpoint, not both and not neither")
+    with session_scope(database_url) as session:
+        checkpoint_id = None
+        if checkpoint_path is not None:
+            checkpoint_id = session.scalars(
+                select(Checkpoint.id).where(Checkpoint.path == checkpoint_path).order_by(Checkpoint.id.desc())
+            ).first()
+            if checkpoint_id is None:
+                raise InputError(f"no evaluated checkpoint at {checkpoint_path}; evaluate it first")
+        elif session.get(EvalRun, run_id) is None:
+            raise InputError(f"no run with id {run_id!r}")
+        session.execute(delete(Baseline).filter_by(model_name=model, suite_name=suite))
+        session.add(Baseline(model_name=model, suite_name=suite, run_id=run_id, checkpoint_id=checkpoint_id))
+
+
+def baselines(*, database_url: str | None = None) -> pd.DataFrame:
+    """Every pinned baseline: model, suite, run id or checkpoint path, when it was pinned."""
+    with session_scope(database_url) as session:
+        rows = session.execute(
+            select(
+                Baseline.model_name,
+                Baseline.suite_name,
+                Baseline.run_id,
+                Checkpoint.path,
+                Baseline.created_at,
+            )
+            .outerjoin(Checkpoint, Baseline.checkpoint_id == Checkpoint.id)
+            .order_by(Baseline.model_name, Baseline.suite_name)
+        ).all()
+    return pd.DataFrame(
+        [tuple(r) for r in rows], columns=["model", "suite", "run_id", "checkpoint", "pinned_at"]
+    )

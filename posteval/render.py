@@ -1,0 +1,187 @@
+"""Terminal rendering: the consoles, the progress bar, a run's metrics, health and gate."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import pandas as pd
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from posteval import queries
+from posteval.output import Format, emit, records, to_json
+
+# Piped or captured output has no terminal width to follow: give tables room instead of rich's 80.
+_WIDTH = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 140
+console = Console(width=_WIDTH)
+err_console = Console(stderr=True, width=_WIDTH)
+
+
+class RichProgress:
+    """A rich progress bar as the core's progress sink."""
+
+    def __init__(self, bar: Progress) -> None:
+        self.bar = bar
+
+    def start(self, description: str, total: int) -> object:
+        return self.bar.add_task(description, total=total)
+
+    def advance(self, job: object, amount: int) -> None:
+        self.bar.advance(job, amount)  # type: ignore[arg-type]
+
+    def finish(self, job: object) -> None:
+        self.bar.refresh()
+
+
+def progress_bar() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=False,
+    )
+
+
+def metric_table(metrics: pd.DataFrame) -> Table:
+    """Metrics as a compact terminal table: value, 95% CI, n, and which way is better."""
+    table = Table(title="metrics", header_style="bold")
+    for name, justify in (
+        ("dataset", "left"),
+        ("metric", "left"),
+        ("value", "right"),
+        ("95% CI", "right"),
+        ("n", "right"),
+        ("better", "center"),
+    ):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for row in metrics.itertuples(index=False):
+        ci = "-" if pd.isna(row.ci_low) else f"[{row.ci_low:.4f}, {row.ci_high:.4f}]"
+        table.add_row(
+            row.dataset, row.name, f"{row.value:.4f}", ci, str(row.n), "↑" if row.higher_is_better else "↓"
+        )
+    return table
+
+
+VERDICT_STYLE = {
+    "healthy": "green",
+    "none": "green",
+    "overfitting": "red",
+    "forgetting": "red",
+    "underfitting": "yellow",
+    "unknown": "yellow",
+}
+
+
+def print_health(health: dict[str, dict[str, Any]]) -> None:
+    """The overfitting and forgetting verdicts, with the per-metric changes against the base."""
+    for kind in ("overfitting", "forgetting"):
+        if kind not in health:
+            continue
+        report = health[kind]
+        style = VERDICT_STYLE.get(str(report["verdict"]), "bold")
+        label = "training health" if kind == "overfitting" else "forgetting vs base"
+        console.print(
+            f"{label}: [{style}]{report['verdict']}[/] — {escape(str(report['reason']))}", highlight=False
+        )
+        changes = report["details"].get("changes", []) if kind == "forgetting" else []
+        if changes:
+            table = Table(header_style="bold")
+            for column in ("dataset", "metric", "base", "fine-tune", "worse by", "p", "test", "forgotten"):
+                table.add_column(
+                    column, justify="left" if column in ("dataset", "metric", "test") else "right"
+                )
+            for c in changes:
+                forgotten = "-" if c["forgotten_share"] is None else f"{c['forgotten_share']:.1%}"
+                table.add_row(
+                    c["dataset"],
+                    c["metric"],
+                    f"{c['base']:.4g}",
+                    f"{c['tuned']:.4g}",
+                    f"{c['relative_worsening']:+.1%}",
+                    f"{c['p_value']:.2g}",
+                    c["test"],
+                    forgotten,
+                    style="red" if c["forgets"] else None,
+                )
+            console.print(table)
+
+
+def print_run(run_id: str, fmt: Format = Format.table, database_url: str | None = None) -> None:
+    """The run's summary and metric table (or JSON with both)."""
+    summary = queries.run_summary(run_id, database_url=database_url)
+    metrics = queries.run_metrics(run_id, database_url=database_url)
+    health = queries.run_health(run_id, database_url=database_url)
+    if fmt is Format.json:
+        print(to_json({**summary, "metrics": records(metrics), "health": health}))
+        return
+    if fmt is Format.csv:
+        emit(metrics, fmt, console)
+        return
+    console.print(
+        f"run [bold]{run_id}[/]  model {summary['model']}  suite {summary['suite']}  "
+        f"status [bold]{summary['status']}[/]",
+        highlight=False,
+    )
+    console.print(metric_table(metrics))
+    print_health(health)
+    if summary["gate_status"]:
+        style = {"passed": "green", "failed": "red"}.get(str(summary["gate_status"]), "yellow")
+        console.print(
+            f"regression gate: [{style}]{summary['gate_status']}[/] — {escape(str(summary['gate_summary']))}",
+            highlight=False,
+        )
+    for warning in summary["warnings"]:  # type: ignore[attr-defined]
+        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    if summary["error"]:
+        console.print(f"[red]error:[/] {summary['error']}", highlight=False)
+
+
+def comparison_table(comparison: Any) -> Table:
+    """A comparison as a terminal table, regressions in red."""
+    table = Table(
+        title=f"{comparison.baseline_run_id[:12]} -> {comparison.candidate_run_id[:12]}", header_style="bold"
+    )
+    for column in (
+        "dataset",
+        "metric",
+        "baseline",
+        "candidate",
+        "delta",
+        "95% CI",
+        "p",
+        "test",
+        "worse",
+        "better",
+        "gate",
+    ):
+        table.add_column(
+            column, justify="left" if column in ("dataset", "metric", "test", "gate") else "right"
+        )
+    for row in comparison.rows:
+        ci = "-" if row.ci_low is None else f"[{row.ci_low:+.4f}, {row.ci_high:+.4f}]"
+        gate = "-" if row.gate is None else ("REGRESSION" if row.regression else "ok")
+        table.add_row(
+            row.dataset,
+            row.metric,
+            _num(row.baseline),
+            _num(row.candidate),
+            "-" if row.delta is None else f"{row.delta:+.4f}",
+            ci,
+            "-" if row.p_value is None else f"{row.p_value:.3g}",
+            row.test,
+            str(len(row.worsened)),
+            str(len(row.improved)),
+            gate,
+            style="red" if row.regression else None,
+        )
+    return table
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
