@@ -27,7 +27,7 @@ def _runs_of(session: object, model: str, suite: str) -> list[tuple[str, int, in
         select(EvalRun.id, Checkpoint.id, Checkpoint.training_step, EvalRun.created_at)
         .join(Checkpoint, EvalRun.checkpoint_id == Checkpoint.id)
         .join(Suite, EvalRun.suite_id == Suite.id)
-        .where(Checkpoint.model_name == model, Suite.name == suite, EvalRun.status == "succeeded")
+        .where(EvalRun.model_name == model, Suite.name == suite, EvalRun.status == "succeeded")
     ).all()
     return sorted((tuple(r) for r in rows), key=lambda r: _lineage_key(r[2], r[3]))  # type: ignore[misc]
 
@@ -36,7 +36,7 @@ def baseline_for(run_id: str, *, database_url: str | None = None) -> str | None:
     """The run ``run_id`` is compared with: the pinned baseline, else the previous run; None if neither."""
     with session_scope(database_url) as session:
         found = session.execute(
-            select(Checkpoint.model_name, Checkpoint.training_step, Suite.name, EvalRun.created_at)
+            select(EvalRun.model_name, Checkpoint.training_step, Suite.name, EvalRun.created_at)
             .join(Checkpoint, EvalRun.checkpoint_id == Checkpoint.id)
             .join(Suite, EvalRun.suite_id == Suite.id)
             .where(EvalRun.id == run_id)

@@ -21,7 +21,7 @@ from posteval.data import LoadedDataset, load_dataset
 from posteval.db import repo
 from posteval.db.engine import session_scope
 from posteval.db.models import EvalRun, utcnow
-from posteval.errors import RunnerError
+from posteval.errors import InputError, RunnerError
 from posteval.forgetting import ForgettingReport, assess_forgetting
 from posteval.hashing import sha256_json
 from posteval.health import HealthReport, assess_log, assess_measured, combine, read_loss_history
@@ -100,7 +100,8 @@ def config_hash(suite: Suite, spec: DatasetSpec, checkpoint: CheckpointInfo) -> 
 
 def idempotency_key(checkpoint: CheckpointInfo, suite: LoadedSuite, datasets: Sequence[DatasetRef]) -> str:
     """Content identity of a run: the same checkpoint, suite and data always map to the same run."""
-    return sha256_json([checkpoint.fingerprint, suite.fingerprint, sorted(d.fingerprint for d in datasets)])
+    fingerprints = sorted(d.fingerprint for d in datasets)
+    return sha256_json([checkpoint.fingerprint, checkpoint.model_name, suite.fingerprint, fingerprints])
 
 
 def register_run(
@@ -127,6 +128,7 @@ def register_run(
             session,
             checkpoint_id=ckpt.id,
             suite_id=suite_row.id,
+            model_name=checkpoint.model_name,
             trigger=trigger,
             idempotency_key=key,
             flow_run_id=flow_run_id,
@@ -328,18 +330,23 @@ def persist(
 def gate(run_id: str, suite: Suite, *, database_url: str | None = None) -> tuple[str, str, Comparison | None]:
     """Compare the run with its baseline and apply the suite's gates; stores and returns the outcome.
 
-    Returns (status, summary, comparison): status is ``passed``, ``failed`` or ``no_baseline``.
+    Returns (status, summary, comparison): status is ``passed``, ``failed``, ``no_baseline``, or
+    ``incomparable`` when the baseline evaluated other data (the summary says what differs).
     """
     baseline = baseline_for(run_id, database_url=database_url)
     comparison = None
     if baseline is None:
         status, summary = "no_baseline", "no earlier run of this model and suite to compare with"
     else:
-        comparison = compare_runs(
-            baseline, run_id, gates=suite.gates, seed=suite.seed, database_url=database_url
-        )
-        status = "failed" if comparison.regressions else "passed"
-        summary = f"against {baseline[:12]}: {comparison.summary()}"
+        try:
+            comparison = compare_runs(
+                baseline, run_id, gates=suite.gates, seed=suite.seed, database_url=database_url
+            )
+        except InputError as exc:
+            status, summary = "incomparable", f"baseline {baseline[:12]}: {exc}"
+        else:
+            status = "failed" if comparison.regressions else "passed"
+            summary = f"against {baseline[:12]}: {comparison.summary()}"
     with session_scope(database_url) as session:
         repo.set_gate(session, run_id, baseline, status, summary)
     return status, summary, comparison

@@ -41,7 +41,7 @@ def runs(
     query = (
         select(
             EvalRun.id,
-            Checkpoint.model_name,
+            EvalRun.model_name,
             Checkpoint.path,
             Checkpoint.training_step,
             Suite.name,
@@ -58,7 +58,7 @@ def runs(
         .limit(limit)
     )
     if model:
-        query = query.where(Checkpoint.model_name == model)
+        query = query.where(EvalRun.model_name == model)
     if suite:
         query = query.where(Suite.name == suite)
     if status:
@@ -129,7 +129,7 @@ def run_summary(run_id: str, *, database_url: str | None = None) -> dict[str, ob
         run, ckpt, suite = found
         return {
             "run_id": run.id,
-            "model": ckpt.model_name,
+            "model": run.model_name,
             "checkpoint": ckpt.path,
             "checkpoint_fingerprint": ckpt.fingerprint,
             "step": ckpt.training_step,
@@ -199,7 +199,7 @@ def metric_history(
     query = (
         select(
             EvalRun.id,
-            Checkpoint.model_name,
+            EvalRun.model_name,
             Checkpoint.training_step,
             EvalRun.created_at,
             Suite.name,
@@ -214,7 +214,7 @@ def metric_history(
         .join(Checkpoint, EvalRun.checkpoint_id == Checkpoint.id)
         .join(Suite, EvalRun.suite_id == Suite.id)
         .join(Dataset, Metric.dataset_id == Dataset.id)
-        .where(Metric.name == metric, Checkpoint.model_name == model, EvalRun.status == "succeeded")
+        .where(Metric.name == metric, EvalRun.model_name == model, EvalRun.status == "succeeded")
     )
     if dataset:
         query = query.where(Dataset.name == dataset)
@@ -230,7 +230,7 @@ def metric_history(
                 .distinct()
                 .join(EvalRun, Metric.run_id == EvalRun.id)
                 .join(Checkpoint, EvalRun.checkpoint_id == Checkpoint.id)
-                .where(Checkpoint.model_name == model)
+                .where(EvalRun.model_name == model)
             ).all()
     if not rows:
         if not recorded:

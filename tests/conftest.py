@@ -118,15 +118,15 @@ def base_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny GPT-2 base model with its own tokenizer, built locally (no hub)."""
     from posteval.toymodel import build_base_model
 
-    return build_base_model(tmp_path_factory.mktemp("models") / "base", pretrain_steps=60)
+    return build_base_model(tmp_path_factory.mktemp("models") / "base")
 
 
 @pytest.fixture(scope="session")
 def finetuned_checkpoint(base_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The base fine-tuned briefly on the bundled contract clauses (trainer_state.json included)."""
+    """The base fine-tuned on the bundled contract clauses as the demo does (trainer_state.json included)."""
     from posteval.toymodel import finetune
 
-    return finetune(base_checkpoint, tmp_path_factory.mktemp("models") / "contracts-ft", max_steps=60)
+    return finetune(base_checkpoint, tmp_path_factory.mktemp("models") / "contracts-ft")
 
 
 @pytest.fixture(scope="session")

@@ -66,7 +66,7 @@ class Checkpoint(CreatedAt, Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     fingerprint: Mapped[str] = mapped_column(String(64), unique=True)
     path: Mapped[str] = mapped_column(Text)
-    model_name: Mapped[str] = mapped_column(String(255), index=True)
+    model_name: Mapped[str] = mapped_column(String(255), index=True)  # the name it was first seen under
     base_checkpoint_id: Mapped[int | None] = mapped_column(ForeignKey("checkpoints.id"))
     training_step: Mapped[int | None] = mapped_column(Integer)
     is_adapter: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -107,6 +107,9 @@ class EvalRun(CreatedAt, Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_run_id)
     checkpoint_id: Mapped[int] = mapped_column(ForeignKey("checkpoints.id"), index=True)
     suite_id: Mapped[int] = mapped_column(ForeignKey("suites.id"), index=True)
+    # The model (lineage) this run counts for: from the trigger, or the checkpoint folder's name. It lives
+    # on the run, not the checkpoint, so one checkpoint evaluated under two names never moves lineage.
+    model_name: Mapped[str] = mapped_column(String(255), index=True, default="")
     trigger: Mapped[str] = mapped_column(String(32))
     status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -53,7 +53,6 @@ def upsert_checkpoint(session: Session, info: CheckpointInfo, base_id: int | Non
         base_checkpoint_id=base_id,
     )
     row.path = str(info.path)
-    row.model_name = info.model_name
     if base_id is not None:
         row.base_checkpoint_id = base_id
     return row
@@ -80,6 +79,7 @@ def get_or_create_run(
     *,
     checkpoint_id: int,
     suite_id: int,
+    model_name: str,
     trigger: str,
     idempotency_key: str,
     flow_run_id: str | None,
@@ -93,6 +93,7 @@ def get_or_create_run(
             run = EvalRun(
                 checkpoint_id=checkpoint_id,
                 suite_id=suite_id,
+                model_name=model_name,
                 trigger=trigger,
                 status="pending",
                 idempotency_key=idempotency_key,

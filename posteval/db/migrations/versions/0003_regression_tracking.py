@@ -34,10 +34,19 @@ def upgrade() -> None:
     sa.UniqueConstraint('model_name', 'suite_name', name=op.f('uq_baselines_model_name_suite_name'))
     )
     with op.batch_alter_table('eval_runs', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('model_name', sa.String(length=255), nullable=False, server_default=''))
         batch_op.add_column(sa.Column('baseline_run_id', sa.String(length=32), nullable=True))
         batch_op.add_column(sa.Column('gate_status', sa.String(length=16), nullable=True))
         batch_op.add_column(sa.Column('gate_summary', sa.Text(), nullable=True))
         batch_op.create_index('ix_eval_runs_created_at', ['created_at'], unique=False)
+        batch_op.create_index('ix_eval_runs_model_name', ['model_name'], unique=False)
+    # Runs made before this revision count for the model their checkpoint was named after.
+    op.execute(
+        "UPDATE eval_runs SET model_name = "
+        "(SELECT model_name FROM checkpoints WHERE checkpoints.id = eval_runs.checkpoint_id)"
+    )
+    with op.batch_alter_table('eval_runs', schema=None) as batch_op:
+        batch_op.alter_column('model_name', server_default=None)
 
     with op.batch_alter_table('metrics', schema=None) as batch_op:
         batch_op.create_index('ix_metrics_name_run', ['name', 'run_id'], unique=False)
@@ -52,7 +61,9 @@ def downgrade() -> None:
         batch_op.drop_index('ix_metrics_name_run')
 
     with op.batch_alter_table('eval_runs', schema=None) as batch_op:
+        batch_op.drop_index('ix_eval_runs_model_name')
         batch_op.drop_index('ix_eval_runs_created_at')
+        batch_op.drop_column('model_name')
         batch_op.drop_column('gate_summary')
         batch_op.drop_column('gate_status')
         batch_op.drop_column('baseline_run_id')
