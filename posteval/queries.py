@@ -79,7 +79,7 @@ def resolve_run_id(prefix: str, *, database_url: str | None = None) -> str:
         matches = session.scalars(select(EvalRun.id).where(EvalRun.id.startswith(prefix)).limit(6)).all()
         if not matches:
             known = session.scalars(
-                select(EvalRun.id).order_by(EvalRun.created_at.desc()).limit(10_000)
+                select(EvalRun.id).order_by(EvalRun.created_at.desc()).limit(1_000)
             ).all()
     if len(matches) == 1 and len(prefix) >= 4:
         return matches[0]
@@ -215,6 +215,8 @@ def metric_history(
         .join(Suite, EvalRun.suite_id == Suite.id)
         .join(Dataset, Metric.dataset_id == Dataset.id)
         .where(Metric.name == metric, EvalRun.model_name == model, EvalRun.status == "succeeded")
+        # Narrowing metrics to the model's runs first lets SQLite start from the model, not the metric.
+        .where(Metric.run_id.in_(select(EvalRun.id).where(EvalRun.model_name == model)))
     )
     if dataset:
         query = query.where(Dataset.name == dataset)
