@@ -265,6 +265,25 @@ def compare(
     console.print(comparison_table(comparison))
 
 
+@app.command()
+def report(
+    run: Annotated[str, typer.Argument(help="A run id or a unique prefix of at least 4 characters.")],
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="The HTML file (default: posteval-report-<run12>.html)."),
+    ] = None,
+) -> None:
+    """Write a run's report: one self-contained HTML file (metrics, baseline comparison, health, examples)."""
+    _quiet(False)
+    from posteval.report import write_report
+
+    def write() -> Path:
+        run_id = queries.resolve_run_id(run)
+        return write_report(run_id, out or Path(f"posteval-report-{run_id[:12]}.html"))
+
+    console.print(f"report written to {_guard(lambda: _with_schema(write))}", highlight=False)
+
+
 @app.command("history")
 def history_command(
     metric: Annotated[str, typer.Argument(help="A stored metric name, e.g. accuracy or f1_macro.")],

@@ -90,6 +90,10 @@ def test_evaluate_then_list_and_show_as_json(
     again = runner.invoke(app, ["runs", "show", shown["run_id"][:8], "--format", "json"])
     assert json.loads(again.stdout)["metrics"] == shown["metrics"]
 
+    report = runner.invoke(app, ["report", shown["run_id"][:8], "--out", str(tmp_path / "r.html")])
+    assert report.exit_code == 0, report.output
+    assert 'id="metric-table"' in (tmp_path / "r.html").read_text()
+
     table = runner.invoke(app, ["runs", "show", shown["run_id"][:8]])
     assert "accuracy" in table.stdout and shown["run_id"] in table.stdout
 

@@ -1,0 +1,131 @@
+"""What the run report reads besides queries: the stored suite, model outputs and the dataset rows.
+
+Outputs are the Prediction rows of the run's checkpoint and dataset whose config hash is
+:func:`posteval.pipeline.config_hash` of the stored suite: exactly what scoring read. When that hash
+cannot be rebuilt or matches no row (a suite that no longer parses, another device's dtype), the most
+recent output per example is used and a note says so. Inputs and references come from the dataset file
+at its stored path, only while its content fingerprint still matches the run's.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from posteval import queries
+from posteval.checkpoint import OPENAI_PREFIX, CheckpointInfo
+from posteval.data import load_dataset
+from posteval.db.engine import session_scope
+from posteval.db.models import Dataset, EvalRun, Metric, Prediction
+from posteval.db.models import Suite as SuiteRow
+from posteval.errors import PostevalError
+from posteval.pipeline import config_hash
+from posteval.suite import DatasetSpec, Suite, parse_suite
+
+Examples = dict[str, tuple[str, Any]]  # example key -> (input text, reference)
+
+
+@dataclass
+class ReportRun:
+    """One run as the report reads it: summary, stored suite, datasets, metric rows and checkpoint."""
+
+    id: str
+    url: str | None
+    summary: dict[str, Any]
+    suite: Suite | None
+    datasets: dict[str, tuple[str, str]]  # name -> (fingerprint, stored path), in metric order
+    metrics: list[tuple[str, str, bool, dict[str, Any]]]  # (dataset, metric, higher is better, details)
+    checkpoint: CheckpointInfo
+    _read: dict[str, tuple[Examples, str]] = field(default_factory=dict)
+
+    def spec(self, dataset: str) -> DatasetSpec | None:
+        """The dataset's spec in the stored suite, if the suite parses and names it."""
+        return next((s for s in self.suite.all_datasets() if s.name == dataset), None) if self.suite else None
+
+    def outputs(self, dataset: str) -> tuple[dict[str, str | None], str]:
+        """Model outputs by example key, and a note when they could not be matched by config hash."""
+        spec = self.spec(dataset)
+        try:
+            wanted = config_hash(self.suite, spec, self.checkpoint) if self.suite and spec else None
+        except (PostevalError, RuntimeError):  # e.g. a device named in the settings that is not here
+            wanted = None
+        with session_scope(self.url) as session:
+            rows = session.execute(
+                select(Prediction.example_key, Prediction.output, Prediction.config_hash)
+                .where(
+                    Prediction.checkpoint_fingerprint == self.checkpoint.fingerprint,
+                    Prediction.dataset_fingerprint == self.datasets[dataset][0],
+                )
+                .order_by(Prediction.created_at, Prediction.id)
+            ).all()
+        exact = {key: output for key, output, chash in rows if chash == wanted}
+        if exact:
+            return exact, ""
+        latest = {key: output for key, output, _ in rows}  # later rows win: the most recent per key
+        return latest, "outputs: the run's generation settings could not be rebuilt; showing the latest"
+
+    def examples(self, dataset: str) -> tuple[Examples, str]:
+        """(input text, reference) by example key from the dataset file; or nothing, and why."""
+        if dataset not in self._read:
+            self._read[dataset] = self._load(dataset)
+        return self._read[dataset]
+
+    def _load(self, dataset: str) -> tuple[Examples, str]:
+        fingerprint, path = self.datasets[dataset]
+        spec = self.spec(dataset)
+        if spec is None:
+            return {}, "inputs and references not shown: the stored suite no longer parses"
+        try:
+            loaded = load_dataset(spec.model_copy(update={"path": Path(path)}))
+        except PostevalError as exc:
+            return {}, f"inputs and references not shown: {exc}"
+        if loaded.fingerprint != fingerprint:
+            return {}, f"inputs and references not shown: {path} changed since the run"
+        texts = loaded.texts() if spec.kind == "perplexity" else loaded.prompts()
+        references = loaded.references or [None] * len(loaded)
+        return dict(zip(loaded.keys, zip(texts, references, strict=True), strict=True)), ""
+
+
+def _parse_quietly(source: str) -> Suite | None:
+    """The stored suite text parsed again (its warnings were shown when it ran), or None if it fails."""
+    suite_log = logging.getLogger("posteval.suite")
+    suite_log.disabled, was = True, suite_log.disabled
+    try:
+        return parse_suite(source, Path("suite.yaml"))[0]
+    except PostevalError:
+        return None
+    finally:
+        suite_log.disabled = was
+
+
+def load_run(run_id: str, url: str | None = None) -> ReportRun:
+    """The run ``run_id`` (a full id) with its stored suite parsed and its datasets listed."""
+    summary = queries.run_summary(run_id, database_url=url)
+    with session_scope(url) as session:
+        source = session.scalar(
+            select(SuiteRow.source_text)
+            .join(EvalRun, EvalRun.suite_id == SuiteRow.id)
+            .where(EvalRun.id == run_id)
+        )
+        rows = session.execute(
+            select(Dataset, Metric)
+            .join(Metric, Metric.dataset_id == Dataset.id)
+            .where(Metric.run_id == run_id)
+            .order_by(Metric.id)
+        ).all()
+    path = str(summary["checkpoint"])
+    checkpoint = CheckpointInfo(
+        path=Path(path),
+        fingerprint=str(summary["checkpoint_fingerprint"]),
+        model_name=str(summary["model"]),
+        runner="openai" if path.startswith(OPENAI_PREFIX) else "hf",
+    )
+    datasets: dict[str, tuple[str, str]] = {}
+    for dataset, _ in rows:
+        datasets.setdefault(dataset.name, (dataset.fingerprint, dataset.path))
+    metrics = [(d.name, m.name, m.higher_is_better, m.details or {}) for d, m in rows]
+    return ReportRun(run_id, url, summary, _parse_quietly(source or ""), datasets, metrics, checkpoint)
