@@ -78,9 +78,7 @@ def resolve_run_id(prefix: str, *, database_url: str | None = None) -> str:
     with session_scope(database_url) as session:
         matches = session.scalars(select(EvalRun.id).where(EvalRun.id.startswith(prefix)).limit(6)).all()
         if not matches:
-            known = session.scalars(
-                select(EvalRun.id).order_by(EvalRun.created_at.desc()).limit(1_000)
-            ).all()
+            known = session.scalars(select(EvalRun.id).order_by(EvalRun.created_at.desc()).limit(1_000)).all()
     if len(matches) == 1 and len(prefix) >= 4:
         return matches[0]
     if not matches:
