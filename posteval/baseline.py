@@ -29,7 +29,7 @@ def _runs_of(session: object, model: str, suite: str) -> list[tuple[str, int, in
         .join(Suite, EvalRun.suite_id == Suite.id)
         .where(EvalRun.model_name == model, Suite.name == suite, EvalRun.status == "succeeded")
     ).all()
-    return sorted((tuple(r) for r in rows), key=lambda r: _lineage_key(r[2], r[3]))  # type: ignore[misc]
+    return sorted((tuple(r) for r in rows), key=lambda r: _lineage_key(r[2], r[3]))
 
 
 def baseline_for(run_id: str, *, database_url: str | None = None) -> str | None:

@@ -165,14 +165,16 @@ def _compare_metric(
 ) -> MetricComparison:
     base_value, cand_value = values
     delta = None if base_value is None or cand_value is None else cand_value - base_value
-    before, after = _scores(session, ids[0], metric, dataset), _scores(session, ids[1], metric, dataset)
-    keys = sorted(k for k in set(before) & set(after) if before[k] is not None and after[k] is not None)
+    stored = _scores(session, ids[0], metric, dataset), _scores(session, ids[1], metric, dataset)
+    keys = sorted(k for k in set(stored[0]) & set(stored[1]) if None not in (stored[0][k], stored[1][k]))
+    before = {k: float(stored[0][k] or 0.0) for k in keys}
+    after = {k: float(stored[1][k] or 0.0) for k in keys}
     ci_low = ci_high = p_value = None
     test, improved, worsened = "none", [], []
     if keys:
         paired = paired_compare(
-            [float(before[k]) for k in keys],
-            [float(after[k]) for k in keys],  # type: ignore[arg-type]
+            [before[k] for k in keys],
+            [after[k] for k in keys],
             n_resamples=n_resamples,
             seed=seed,
         )

@@ -22,6 +22,7 @@ _BLOCK_ELEMENTS = 4_000_000
 
 Stats: TypeAlias = np.ndarray | scipy.sparse.sparray | scipy.sparse.spmatrix
 ScoreFn: TypeAlias = Callable[[np.ndarray], np.ndarray]
+Scores: TypeAlias = Sequence[float] | np.ndarray  # per-example scores, as a list or an array
 
 
 def iter_resample_indices(
@@ -87,7 +88,7 @@ def stats_ci(
 
 
 def mean_ci(
-    scores: Sequence[float],
+    scores: Scores,
     *,
     n_resamples: int = DEFAULT_RESAMPLES,
     confidence: float = DEFAULT_CONFIDENCE,
@@ -106,7 +107,7 @@ def is_binary(values: np.ndarray) -> bool:
     return bool(np.isin(values, (0.0, 1.0)).all())
 
 
-def mcnemar_exact(before: Sequence[float], after: Sequence[float]) -> tuple[float, int, int]:
+def mcnemar_exact(before: Scores, after: Scores) -> tuple[float, int, int]:
     """Exact McNemar test on paired 0/1 scores: (two-sided p-value, right->wrong, wrong->right).
 
     The p-value is the binomial test of the discordant pairs against 1/2; with none it is 1.
@@ -122,7 +123,7 @@ def mcnemar_exact(before: Sequence[float], after: Sequence[float]) -> tuple[floa
 
 
 def paired_permutation_pvalue(
-    before: Sequence[float], after: Sequence[float], *, n_resamples: int = 10_000, seed: int = 0
+    before: Scores, after: Scores, *, n_resamples: int = 10_000, seed: int = 0
 ) -> float:
     """Two-sided sign-flip permutation test of a zero mean paired difference (add-one smoothed)."""
     diffs = np.asarray(after, dtype=np.float64) - np.asarray(before, dtype=np.float64)
@@ -154,7 +155,7 @@ class PairedComparison:
 
 
 def paired_compare(
-    before: Sequence[float], after: Sequence[float], *, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0
+    before: Scores, after: Scores, *, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0
 ) -> PairedComparison:
     """Compare paired per-example scores: exact McNemar for 0/1 scores, a sign-flip permutation test
     otherwise; the delta's CI is a paired bootstrap of the mean difference. NaN pairs are dropped."""

@@ -157,7 +157,7 @@ class Suite(_Strict):
     bootstrap_resamples: Annotated[int, Field(ge=0)] = 1000
     datasets: Annotated[list[DatasetSpec], Field(min_length=1)]
     training_health: TrainingHealth | None = None
-    forgetting: ForgettingOptions = Field(default_factory=ForgettingOptions)
+    forgetting: ForgettingOptions = Field(default_factory=lambda: ForgettingOptions())
     gates: dict[str, Gate] = Field(default_factory=dict)
     allow_incomplete: bool = False
 
