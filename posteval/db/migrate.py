@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from alembic import command
 from alembic.config import Config
 from sqlalchemy.exc import OperationalError
 
-from alembic import command
 from posteval.db.engine import _safe_url
 from posteval.errors import DatabaseError
 from posteval.settings import get_settings

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from alembic import context
+
 from posteval.db.engine import make_engine
 from posteval.db.models import Base
 from posteval.settings import get_settings
