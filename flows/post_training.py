@@ -6,9 +6,10 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from posteval.errors import GateFailed
+from posteval.pipeline import check_task_runner
 from tasks.gate import gate_task
 from tasks.health import forgetting_task, overfitting_task
-from tasks.model import run_model_task
+from tasks.model import run_models
 from tasks.resolve import load_dataset_task, load_suite_task, resolve_checkpoint_task
 from tasks.runs import mark_failed_task, persist_task, register_run_task
 from tasks.score import score_task
@@ -23,6 +24,8 @@ def evaluate_checkpoint(
     force: bool = False,
     database_url: str | None = None,
     adapter_base: str | None = None,
+    task_runner: str = "default",
+    dask_address: str | None = None,
 ) -> str:
     """Evaluate ``checkpoint`` on ``suite`` and return the run id.
 
@@ -34,7 +37,11 @@ def evaluate_checkpoint(
     re-raises, so the flow run fails too. After a succeeded evaluation the run is compared with its
     baseline; a regression beyond the suite's gates raises GateFailed, so the flow run ends Failed while
     the run and its results stay stored.
+
+    ``task_runner="dask"`` shards the model work of every dataset across the Dask cluster at
+    ``dask_address`` (a temporary local one without it); results are the same as the default runner's.
     """
+    check_task_runner(task_runner, dask_address)
     ckpt = resolve_checkpoint_task(checkpoint, model_name, adapter_base)
     loaded = load_suite_task(suite)
     spec = loaded.suite
@@ -45,12 +52,10 @@ def evaluate_checkpoint(
         return _gate_outcome(run.run_id, *gate_task(run.run_id, spec, database_url))
     try:
         general = [dataset for dataset in datasets if dataset.spec.general]
-        warnings: list[str] = []
-        for dataset in datasets:
-            warnings += run_model_task(ckpt, spec, dataset, database_url)
+        work = [(ckpt, dataset) for dataset in datasets]
         if base is not None:  # cached by the base's fingerprint: evaluated once for all its fine-tunes
-            for dataset in general:
-                warnings += run_model_task(base, spec, dataset, database_url)
+            work += [(base, dataset) for dataset in general]
+        warnings = run_models(work, spec, database_url, task_runner, dask_address)
         outcomes = [score_task(ckpt, spec, dataset, database_url) for dataset in datasets]
         health = overfitting_task(ckpt, spec, outcomes)
         forgetting = None

@@ -17,6 +17,7 @@ import typer
 from rich.markup import escape
 
 from posteval import progress, queries
+from posteval.cli_automation import DaskAddressOpt, TaskRunnerOpt, serve, trigger
 from posteval.errors import GateFailed, InputError, PostevalError
 from posteval.output import Format, emit
 from posteval.render import RichProgress, comparison_table, console, err_console, print_run, progress_bar
@@ -84,6 +85,8 @@ def run_evaluation(
     force: bool = False,
     database_url: str | None = None,
     adapter_base: str | None = None,
+    task_runner: str = "default",
+    dask_address: str | None = None,
 ) -> str:
     """Check the inputs, bring the database to head, run the post-training flow; returns the run id.
 
@@ -91,9 +94,10 @@ def run_evaluation(
     """
     from posteval.checkpoint import resolve_checkpoint
     from posteval.db.migrate import upgrade
-    from posteval.pipeline import prepare_dataset
+    from posteval.pipeline import check_task_runner, prepare_dataset
     from posteval.suite import load_suite
 
+    check_task_runner(task_runner, dask_address)
     resolve_checkpoint(checkpoint, model_name=model_name, base_path=adapter_base)
     loaded = load_suite(suite).suite
     if loaded.base_model:
@@ -114,6 +118,8 @@ def run_evaluation(
                 force=force,
                 database_url=database_url,
                 adapter_base=adapter_base,
+                task_runner=task_runner,
+                dask_address=dask_address,
             )
         finally:
             progress.set_sink(None)
@@ -137,15 +143,23 @@ def evaluate(
         str | None,
         typer.Option("--base", help="An adapter's base model (default: from adapter_config.json)."),
     ] = None,
+    task_runner: TaskRunnerOpt = "default",
+    dask_address: DaskAddressOpt = None,
     fmt: FormatOpt = Format.table,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Evaluate CHECKPOINT on a suite; exit 0 ok, 2 bad input, 3 runtime error."""
+    """Evaluate CHECKPOINT on a suite; exit 0 ok, 1 regression gate failed, 2 bad input, 3 runtime error."""
     _quiet(verbose)
     try:
         run_id = _guard(
             lambda: run_evaluation(
-                checkpoint, str(suite), model_name=model_name, force=force, adapter_base=base
+                checkpoint,
+                str(suite),
+                model_name=model_name,
+                force=force,
+                adapter_base=base,
+                task_runner=task_runner,
+                dask_address=dask_address,
             )
         )
     except GateFailed as failed:  # the run is stored: show it, then exit 1
@@ -361,6 +375,10 @@ def demo(
     from posteval.demo import run_demo
 
     _guard(lambda: run_demo(workdir, console=console, evaluate=run_evaluation, show=print_run))
+
+
+app.command()(trigger)
+app.command()(serve)
 
 
 def main() -> None:  # pragma: no cover - console entry point alias

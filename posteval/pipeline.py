@@ -191,13 +191,38 @@ def _perplexity_rows(
         ]
 
 
+TASK_RUNNERS = ("default", "dask")
+
+
+def check_task_runner(name: str, dask_address: str | None) -> None:
+    """InputError for an unknown task runner, or a Dask address without the Dask runner."""
+    if name not in TASK_RUNNERS:
+        raise InputError(f"task runner {name!r}: expected one of {', '.join(TASK_RUNNERS)}")
+    if dask_address and name != "dask":
+        raise InputError("a Dask address needs the dask task runner (--task-runner dask)")
+
+
+def shard_range(n_examples: int, index: int, count: int) -> range:
+    """The examples of shard ``index`` of ``count``: contiguous blocks whose sizes differ by one at most."""
+    if not 0 <= index < count:
+        raise ValueError(f"shard index {index} is outside 0..{count - 1}")
+    return range(n_examples * index // count, n_examples * (index + 1) // count)
+
+
 def run_model(
-    checkpoint: CheckpointInfo, suite: Suite, dataset: DatasetRef, *, database_url: str | None = None
+    checkpoint: CheckpointInfo,
+    suite: Suite,
+    dataset: DatasetRef,
+    *,
+    database_url: str | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> list[str]:
     """Model outputs for every example not yet stored, written batch by batch; returns run warnings.
 
     Whatever is stored already is not computed again: a second run costs no model call, and a run
-    killed mid-dataset resumes after the last stored batch.
+    killed mid-dataset resumes after the last stored batch. ``shard`` (index, count) limits the work to
+    one block of the examples, so shards can run on several workers; outputs are stored by example key,
+    so scoring reads them back in example order however they were computed.
     """
     settings = get_settings()
     spec = dataset.spec
@@ -205,9 +230,10 @@ def run_model(
     chash = config_hash(suite, spec, checkpoint)
     with session_scope(database_url) as session:
         done = set(repo.cached_outputs(session, checkpoint.fingerprint, dataset.fingerprint, chash))
-    todo = [i for i, key in enumerate(loaded.keys) if key not in done]
+    positions = range(len(loaded.keys)) if shard is None else shard_range(len(loaded.keys), *shard)
+    todo = [i for i in positions if loaded.keys[i] not in done]
     if not todo:
-        log.info("dataset %s: all %d outputs cached", spec.name, len(loaded))
+        log.info("dataset %s: all %d outputs cached", spec.name, len(positions))
         return []
     runner = get_runner(checkpoint, settings.device, settings.dtype)
     warnings_before = len(runner.warnings)

@@ -1,0 +1,300 @@
+"""Evaluation without a person: the training-completed event, waiting for a checkpoint folder to be
+complete, and the two deployments (the event-triggered one and the nightly one) served from one process.
+
+Prefect is imported only inside the functions that talk to it (the event, the deployments), so the core
+still imports without it; the flows themselves are imported lazily, as in the CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, cast
+
+from posteval.checkpoint import INDEX_FILES, OPENAI_PREFIX, content_files, default_model_name
+from posteval.errors import CheckpointError, InputError, PostevalError
+
+if TYPE_CHECKING:
+    from prefect.deployments.runner import RunnerDeployment
+
+log = logging.getLogger(__name__)
+
+EVENT = "posteval.training.completed"
+RESOURCE_PREFIX = "posteval.checkpoint."
+PAYLOAD_FIELDS = {
+    "checkpoint": "the checkpoint folder's path",
+    "suite": "the suite YAML file's path",
+    "model_name": "the model's name",
+    "step": "the training step",
+    "base_model": "the base model's path",
+}
+# Each payload field becomes the flow parameter of the same name; a missing one renders as None
+# (not as a template error that would drop the event), so the flow run can fail naming it.
+TRIGGER_PARAMETERS = {name: f"{{{{ event.payload.{name} | default(none) }}}}" for name in PAYLOAD_FIELDS}
+WAIT_ENV = "POSTEVAL_CHECKPOINT_WAIT_S"
+DEFAULT_WAIT_S = 600.0
+EVENT_DEPLOYMENT = "on-training-completed"
+NIGHTLY_DEPLOYMENT = "nightly"
+
+
+# --- the event ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainingCompleted:
+    """The payload of a ``posteval.training.completed`` event: which checkpoint, on which suite."""
+
+    checkpoint: str
+    suite: str
+    model_name: str
+    step: int | None = None
+    base_model: str | None = None
+
+    def resource(self) -> dict[str, str]:
+        """The Prefect resource the event is about: the checkpoint folder."""
+        return {
+            "prefect.resource.id": RESOURCE_PREFIX + self.checkpoint,
+            "prefect.resource.name": self.model_name,
+        }
+
+
+def _step_from(folder: Path) -> int | None:
+    match = re.fullmatch(r"checkpoint-(\d+)", folder.name)
+    return int(match.group(1)) if match else None
+
+
+def training_completed(
+    checkpoint: str | Path,
+    suite: str | Path,
+    *,
+    model_name: str | None = None,
+    step: int | None = None,
+    base_model: str | Path | None = None,
+) -> TrainingCompleted:
+    """The event for ``checkpoint``, with absolute paths (a worker elsewhere resolves them on shared storage).
+
+    The folder need not be complete yet: the flow waits for it (see :func:`wait_for_checkpoint`).
+    """
+    spec = str(checkpoint)
+    if spec.startswith(OPENAI_PREFIX):
+        name = model_name or spec.removeprefix(OPENAI_PREFIX).rpartition("@")[0]
+        return TrainingCompleted(spec, str(Path(suite).resolve()), name, step, None)
+    folder = Path(checkpoint).expanduser().resolve()
+    return TrainingCompleted(
+        checkpoint=str(folder),
+        suite=str(Path(suite).expanduser().resolve()),
+        model_name=model_name or default_model_name(folder),
+        step=step if step is not None else _step_from(folder),
+        base_model=str(Path(base_model).expanduser().resolve()) if base_model else None,
+    )
+
+
+def prefect_api_url(api_url: str | None = None) -> str:
+    """``api_url``, else PREFECT_API_URL; InputError when neither names a server."""
+    if api_url:
+        return api_url
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value() or os.environ.get("PREFECT_API_URL")
+    if not url:
+        raise InputError(
+            "PREFECT_API_URL is not set: point it at the Prefect server that serves posteval's deployments, "
+            "e.g. http://127.0.0.1:4200/api"
+        )
+    return str(url)
+
+
+def emit_training_completed(event: TrainingCompleted, *, api_url: str | None = None) -> str:
+    """Send the event to the Prefect server and wait until it is delivered; returns the event id."""
+    from prefect.events import Event
+    from prefect.events.clients import PrefectEventsClient
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    url = prefect_api_url(api_url)
+    sent = Event(event=EVENT, resource=event.resource(), payload=asdict(event))
+
+    async def send() -> None:
+        async with PrefectEventsClient(api_url=url, reconnection_attempts=2) as client:
+            await client.emit(sent)
+
+    try:
+        run_coro_as_sync(send())
+    except (OSError, TimeoutError, ConnectionError) as exc:
+        raise PostevalError(f"cannot send {EVENT} to the Prefect server at {url}: {exc}") from exc
+    except Exception as exc:  # the websockets library's errors have no common base with OSError
+        raise PostevalError(f"cannot send {EVENT} to the Prefect server at {url}: {exc!r}") from exc
+    return str(sent.id)
+
+
+def require_fields(checkpoint: str | None, suite: str | None) -> tuple[str, str]:
+    """The payload's checkpoint and suite; InputError naming the first one that is missing or empty."""
+    for name, value in (("checkpoint", checkpoint), ("suite", suite)):
+        if not value:
+            raise InputError(f"event {EVENT}: the payload has no {name!r} ({PAYLOAD_FIELDS[name]})")
+    return str(checkpoint), str(suite)
+
+
+# --- a checkpoint folder that is still being written -------------------------------------------------
+
+
+def checkpoint_wait_s() -> float:
+    """How long a triggered run waits for its checkpoint folder: POSTEVAL_CHECKPOINT_WAIT_S, default 600."""
+    raw = os.environ.get(WAIT_ENV, "")
+    try:
+        return float(raw) if raw else DEFAULT_WAIT_S
+    except ValueError as exc:
+        raise InputError(f"{WAIT_ENV}={raw!r}: expected a number of seconds") from exc
+
+
+def incomplete_reason(folder: Path) -> str | None:
+    """Why ``folder`` is not a complete checkpoint yet, or None: config, weights and every indexed shard."""
+    if not folder.is_dir():
+        return "the folder does not exist yet"
+    config = folder / ("adapter_config.json" if (folder / "adapter_config.json").is_file() else "config.json")
+    if not config.is_file():
+        return "config.json is missing"
+    try:
+        json.loads(config.read_text())
+        content_files(folder)
+        for index in (folder / name for name in INDEX_FILES):
+            if index.is_file():
+                shards = set(json.loads(index.read_text())["weight_map"].values())
+                missing = sorted(s for s in shards if not (folder / s).is_file())
+                if missing:
+                    return f"{index.name} names shards not written yet: {', '.join(missing[:3])}"
+    except CheckpointError as exc:
+        return str(exc).removeprefix(f"checkpoint {folder}: ")
+    except (OSError, ValueError, KeyError) as exc:
+        return f"a file is not readable yet ({exc})"
+    return None
+
+
+def _sizes(folder: Path) -> dict[str, tuple[int, int]]:
+    return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir() if p.is_file()}
+
+
+def wait_for_checkpoint(
+    checkpoint: str, *, timeout_s: float | None = None, poll_s: float = 1.0, settle_s: float = 2.0
+) -> None:
+    """Return once the folder is complete and no file in it has changed for ``settle_s`` seconds.
+
+    Training jobs often signal before the last file is flushed; after ``timeout_s`` (default
+    POSTEVAL_CHECKPOINT_WAIT_S) this raises CheckpointError saying what is still missing.
+    """
+    if checkpoint.startswith(OPENAI_PREFIX):
+        return
+    folder = Path(checkpoint).expanduser()
+    timeout = checkpoint_wait_s() if timeout_s is None else timeout_s
+    deadline = time.monotonic() + timeout
+    stable_since, last = time.monotonic(), None
+    while True:
+        reason = incomplete_reason(folder)
+        now = time.monotonic()
+        if reason is None:
+            sizes = _sizes(folder)
+            if sizes != last:
+                stable_since, last = now, sizes
+            elif now - stable_since >= settle_s:
+                return
+            reason = "files are still being written"
+        else:
+            last = None
+        if now >= deadline:
+            raise CheckpointError(
+                f"checkpoint {folder} is not complete after waiting {timeout:g}s: {reason} "
+                f"(set {WAIT_ENV} to wait longer)"
+            )
+        log.info("waiting for checkpoint %s: %s", folder, reason)
+        time.sleep(min(poll_s, max(deadline - now, 0.05)))
+
+
+# --- deployments -------------------------------------------------------------------------------------
+
+
+def deployments(
+    suites: Sequence[str] = (),
+    *,
+    cron: str = "0 2 * * *",
+    timezone: str = "UTC",
+    database_url: str | None = None,
+    task_runner: str = "default",
+    dask_address: str | None = None,
+) -> list[RunnerDeployment]:
+    """The event-triggered post-training deployment and, given suites, the nightly cron deployment.
+
+    ``database_url``, ``task_runner`` and ``dask_address`` become both deployments' default parameters.
+    """
+    from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
+    from prefect.schedules import Cron
+
+    from flows.nightly import nightly
+    from flows.training_completed import on_training_completed
+
+    trigger = DeploymentEventTrigger(
+        name="posteval: evaluate a trained checkpoint",
+        expect={EVENT},
+        match={"prefect.resource.id": f"{RESOURCE_PREFIX}*"},
+        parameters=dict(TRIGGER_PARAMETERS),
+    )
+    given = {"database_url": database_url, "task_runner": task_runner, "dask_address": dask_address}
+    defaults = {name: value for name, value in given.items() if value not in (None, "default")}
+    # to_deployment returns the deployment itself when called outside an event loop, as here.
+    built = [on_training_completed.to_deployment(EVENT_DEPLOYMENT, triggers=[trigger], parameters=defaults)]
+    if suites:
+        parameters = {"suites": [str(Path(s).resolve()) for s in suites], **defaults}
+        schedule = Cron(cron, timezone=timezone)
+        built.append(nightly.to_deployment(NIGHTLY_DEPLOYMENT, schedule=schedule, parameters=parameters))
+    return cast("list[RunnerDeployment]", built)
+
+
+def prepare_serving(
+    suites: Sequence[str] = (),
+    *,
+    database_url: str | None = None,
+    task_runner: str = "default",
+    dask_address: str | None = None,
+) -> None:
+    """What serving needs, checked before it starts: a Prefect server, valid suites and task runner, the
+    database schema at head."""
+    from posteval.db.migrate import upgrade
+    from posteval.pipeline import check_task_runner
+    from posteval.suite import load_suite
+
+    prefect_api_url()
+    check_task_runner(task_runner, dask_address)
+    for suite in suites:
+        load_suite(suite)
+    upgrade(database_url)
+
+
+def serve(
+    suites: Sequence[str] = (),
+    *,
+    cron: str = "0 2 * * *",
+    timezone: str = "UTC",
+    limit: int | None = 1,
+    database_url: str | None = None,
+    task_runner: str = "default",
+    dask_address: str | None = None,
+) -> None:
+    """Serve the deployments from this process until it is stopped (call :func:`prepare_serving` first).
+
+    ``limit`` flow runs at a time (default one: a single machine usually has one accelerator).
+    """
+    from prefect import serve as prefect_serve
+
+    built = deployments(
+        suites,
+        cron=cron,
+        timezone=timezone,
+        database_url=database_url,
+        task_runner=task_runner,
+        dask_address=dask_address,
+    )
+    prefect_serve(*built, limit=limit, print_starting_message=False)
