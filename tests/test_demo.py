@@ -41,4 +41,6 @@ def test_demo_flags_the_overfit_checkpoint_only(prefect_harness: None, tmp_path:
         for run in (good, overfit)
     }
     assert accuracy[good] > accuracy[overfit]
+    gates = {run: queries.run_summary(run)["gate_status"] for run in (good, overfit)}
+    assert gates == {good: "no_baseline", overfit: "failed"}
     assert len(queries.loss_curve(queries.run_summary(overfit)["checkpoint_id"])) > 20  # type: ignore[arg-type]
