@@ -59,6 +59,7 @@ class MetricInfo:
     needs_references: bool
     needs_labels: bool
     options_model: type[pydantic.BaseModel]
+    needs_loglikelihoods: bool = False
 
 
 _REGISTRY: dict[str, MetricInfo] = {}
@@ -113,11 +114,13 @@ def register_metric(
     category: Category = "task",
     needs_references: bool = True,
     needs_labels: bool = False,
+    needs_loglikelihoods: bool = False,
     check: OptionsCheck | None = None,
 ) -> Callable[[MetricFn], MetricFn]:
     """Register ``fn`` under ``name``; a second registration of the same name is an error.
 
     ``check`` validates the options together when the suite loads; it raises ValueError naming the option.
+    ``needs_loglikelihoods`` marks metrics of scored text (``kind: perplexity`` datasets) — only those.
     """
 
     def decorate(fn: MetricFn) -> MetricFn:
@@ -130,6 +133,7 @@ def register_metric(
             category=category,
             needs_references=needs_references,
             needs_labels=needs_labels,
+            needs_loglikelihoods=needs_loglikelihoods,
             options_model=_options_model(name, fn, check),
         )
         return fn

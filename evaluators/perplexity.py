@@ -63,21 +63,39 @@ def _result(
     )
 
 
-@register_metric("perplexity", higher_is_better=False, category="general", needs_references=False)
+@register_metric(
+    "perplexity",
+    higher_is_better=False,
+    category="general",
+    needs_references=False,
+    needs_loglikelihoods=True,
+)
 def perplexity(inputs: EvalInputs) -> MetricResult:
     """exp(total negative log-likelihood / total tokens) over the dataset's texts."""
     logprobs, tokens, _ = _loglikelihoods(inputs, "perplexity")
     return _result("perplexity", -logprobs, tokens, inputs, "exp")
 
 
-@register_metric("bits_per_byte", higher_is_better=False, category="general", needs_references=False)
+@register_metric(
+    "bits_per_byte",
+    higher_is_better=False,
+    category="general",
+    needs_references=False,
+    needs_loglikelihoods=True,
+)
 def bits_per_byte(inputs: EvalInputs) -> MetricResult:
     """Total negative log-likelihood in bits over total UTF-8 bytes: comparable across tokenizers."""
     logprobs, _, n_bytes = _loglikelihoods(inputs, "bits_per_byte")
     return _result("bits_per_byte", -logprobs, n_bytes, inputs, "bits")
 
 
-@register_metric("token_loss", higher_is_better=False, category="overfitting", needs_references=False)
+@register_metric(
+    "token_loss",
+    higher_is_better=False,
+    category="overfitting",
+    needs_references=False,
+    needs_loglikelihoods=True,
+)
 def token_loss(inputs: EvalInputs) -> MetricResult:
     """Mean negative log-likelihood per token (nats): the training loss, measured on held texts."""
     logprobs, tokens, _ = _loglikelihoods(inputs, "token_loss")

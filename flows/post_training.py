@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prefect import flow
 from prefect.runtime import flow_run
+from prefect.utilities.annotations import quote
 
 from posteval.errors import GateFailed
 from posteval.pipeline import check_task_runner
@@ -57,14 +58,15 @@ def evaluate_checkpoint(
             work += [(base, dataset) for dataset in general]
         warnings = run_models(work, spec, database_url, task_runner, dask_address)
         outcomes = [score_task(ckpt, spec, dataset, database_url) for dataset in datasets]
-        health = overfitting_task(ckpt, spec, outcomes)
+        # quote(): per-example scores are large; Prefect need not walk them looking for futures.
+        health = overfitting_task(ckpt, spec, quote(outcomes))
         forgetting = None
         if base is not None:
             base_outcomes = [score_task(base, spec, dataset, database_url) for dataset in general]
-            forgetting = forgetting_task(spec, base_outcomes, outcomes)
+            forgetting = forgetting_task(spec, quote(base_outcomes), quote(outcomes))
         if health is not None and health.verdict == "unknown":
             warnings.append(f"overfitting verdict unknown: {health.reason}")
-        persist_task(run.run_id, outcomes, warnings, health, forgetting, database_url)
+        persist_task(run.run_id, quote(outcomes), warnings, health, forgetting, database_url)
     except BaseException as exc:
         mark_failed_task(run.run_id, f"{type(exc).__name__}: {exc}", database_url)
         raise

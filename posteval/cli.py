@@ -58,6 +58,10 @@ def _quiet(verbose: bool) -> None:
             logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
+class RuntimeFailure(PostevalError):
+    """An unexpected error, reported as a runtime failure (exit 3)."""
+
+
 def _fail(exc: PostevalError) -> NoReturn:
     err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
     raise typer.Exit(exc.exit_code)
@@ -74,6 +78,11 @@ def _guard(fn: Callable[[], Any]) -> Any:
         raise
     except PostevalError as exc:
         _fail(exc)
+    except (typer.Exit, typer.Abort, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # a bug or an environment problem: one line and exit 3, never exit 1
+        logging.getLogger("posteval").info("unexpected error", exc_info=True)  # shown with --verbose
+        _fail(RuntimeFailure(f"{type(exc).__name__}: {exc} (run with --verbose for details)"))
 
 
 def run_evaluation(

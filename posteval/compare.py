@@ -2,10 +2,12 @@
 
 Both runs must come from the same suite (by name) and every dataset they share must have the same
 content fingerprint; otherwise the comparison is refused with what differs. For each metric the delta is
-candidate minus baseline; with per-example scores the delta's CI is a paired bootstrap and the p-value
-an exact McNemar test (0/1 scores) or a sign-flip permutation test; corpus-level metrics without
-per-example scores (macro F1, BLEU) get the delta alone. A gated metric regresses when it dropped (in
-its own worse direction) by more than ``max_drop`` and the paired test is significant at ``alpha``.
+candidate minus baseline. Where the metric is the mean of its per-example scores (accuracy, exact match,
+ROUGE) the delta's CI is a paired bootstrap and the p-value an exact McNemar test (0/1 scores) or a
+sign-flip permutation test. Corpus metrics (macro F1, BLEU, perplexity) are not tested on per-example
+scores — those would test another quantity — and count as significant when the candidate's own 95% CI
+lies wholly on the worse side of the baseline value (``ci_exclusion``). A gated metric regresses when it
+dropped (in its own worse direction) by more than ``max_drop`` and that test is significant.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from sqlalchemy import select
 from posteval.db.engine import session_scope
 from posteval.db.models import Dataset, EvalRun, ExampleScore, Metric, Suite
 from posteval.errors import InputError
-from posteval.stats import DEFAULT_RESAMPLES, paired_compare
+from posteval.stats import DEFAULT_RESAMPLES, decomposes, paired_compare, worse_beyond_ci
 from posteval.suite import Gate
 
 MAX_FLIPS = 50  # flipped example keys kept per direction and metric
@@ -99,7 +101,7 @@ class Comparison:
 class _RunMetrics:
     suite: str
     status: str
-    values: dict[tuple[str, str], tuple[float | None, bool]]
+    values: dict[tuple[str, str], tuple[float | None, bool, float | None, float | None]]
     fingerprints: dict[str, str]
 
 
@@ -112,14 +114,22 @@ def _load(session: Any, run_id: str) -> _RunMetrics:
     if found is None:
         raise InputError(f"no run with id {run_id!r}")
     rows = session.execute(
-        select(Dataset.name, Dataset.fingerprint, Metric.name, Metric.value, Metric.higher_is_better)
+        select(
+            Dataset.name,
+            Dataset.fingerprint,
+            Metric.name,
+            Metric.value,
+            Metric.higher_is_better,
+            Metric.ci_low,
+            Metric.ci_high,
+        )
         .join(Dataset, Metric.dataset_id == Dataset.id)
         .where(Metric.run_id == run_id)
     ).all()
     return _RunMetrics(
         suite=found.name,
         status=found.status,
-        values={(r[0], r[2]): (r[3], r[4]) for r in rows},
+        values={(r[0], r[2]): (r[3], r[4], r[5], r[6]) for r in rows},
         fingerprints={r[0]: r[1] for r in rows},
     )
 
@@ -162,6 +172,7 @@ def _compare_metric(
     gate: Gate | None,
     seed: int,
     n_resamples: int,
+    candidate_ci: tuple[float | None, float | None] = (None, None),
 ) -> MetricComparison:
     base_value, cand_value = values
     delta = None if base_value is None or cand_value is None else cand_value - base_value
@@ -171,7 +182,18 @@ def _compare_metric(
     after = {k: float(stored[1][k] or 0.0) for k in keys}
     ci_low = ci_high = p_value = None
     test, improved, worsened = "none", [], []
-    if keys:
+    # A paired test on per-example scores tests the metric only where the metric is their mean, over
+    # the same examples in both runs; corpus metrics fall back to the candidate's own CI.
+    paired_ok = (
+        bool(keys)
+        and len(keys) == len(stored[0]) == len(stored[1])
+        and decomposes(base_value, list(before.values()))
+        and decomposes(cand_value, list(after.values()))
+    )
+    if not paired_ok and base_value is not None:
+        test = "ci_exclusion"
+        significant = worse_beyond_ci(base_value, *candidate_ci, higher_is_better=hib)
+    if paired_ok:
         paired = paired_compare(
             [before[k] for k in keys],
             [after[k] for k in keys],
@@ -200,7 +222,10 @@ def _compare_metric(
         None if gate is None else gate.model_dump(),
     )
     if gate is not None and row.drop is not None and not math.isnan(row.drop):
-        significant = p_value is not None and p_value < gate.alpha
+        if paired_ok:
+            significant = p_value is not None and p_value < gate.alpha
+        elif base_value is None:
+            significant = False
         return MetricComparison(**{**asdict(row), "regression": row.drop > gate.max_drop and significant})
     return row
 
@@ -231,8 +256,9 @@ def compare_runs(
                 gates.get(f"{dataset}/{metric}"),
                 seed,
                 n_resamples,
+                (ci_low, ci_high),
             )
-            for (dataset, metric), (value, hib) in candidate.values.items()
+            for (dataset, metric), (value, hib, ci_low, ci_high) in candidate.values.items()
             if (dataset, metric) in baseline.values
         ]
     return Comparison(baseline_run_id, candidate_run_id, rows)

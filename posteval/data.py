@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import datasets
@@ -58,18 +57,39 @@ class LoadedDataset:
         return [str(row[self.spec.text]) for row in self.rows]
 
 
-def _find_bad_json_line(path: Path) -> str | None:
-    with path.open(encoding="utf-8") as handle:
+def _jsonl_line_numbers(spec: DatasetSpec) -> list[int]:
+    """The file line of every row (blank lines hold none); a malformed line is a DatasetError naming it."""
+    numbers = []
+    with spec.path.open(encoding="utf-8") as handle:
         for lineno, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
             try:
                 value = json.loads(line)
             except json.JSONDecodeError as exc:
-                return f"{path}:{lineno}: malformed JSON line ({exc.msg} at column {exc.colno})"
+                raise DatasetError(
+                    f"dataset {spec.name!r}: {spec.path}:{lineno}: malformed JSON line "
+                    f"({exc.msg} at column {exc.colno})"
+                ) from exc
             if not isinstance(value, dict):
-                return f"{path}:{lineno}: expected a JSON object per line, got {type(value).__name__}"
-    return None
+                raise DatasetError(
+                    f"dataset {spec.name!r}: {spec.path}:{lineno}: expected a JSON object per line, "
+                    f"got {type(value).__name__}"
+                )
+            numbers.append(lineno)
+    return numbers
+
+
+def _where(spec: DatasetSpec, index: int, lines: list[int] | None) -> str:
+    """Where row ``index`` sits: a file line for JSONL and CSV (after the header), else a row number."""
+    if lines is not None:
+        return f"{spec.path}:{lines[index]}"
+    if spec.path.suffix.lower() == ".csv":
+        return f"{spec.path}:{index + 2}"
+    return f"{spec.path} row {index}"
+
+
+MAX_KEY_LENGTH = 255
 
 
 def _read_rows(spec: DatasetSpec) -> list[dict[str, Any]]:
@@ -96,8 +116,6 @@ def _read_rows(spec: DatasetSpec) -> list[dict[str, Any]]:
             f"dataset {spec.name!r}: {path}: unsupported file type {path.suffix!r} "
             f"(expected one of {', '.join(sorted(_BUILDERS))} or a saved dataset folder)"
         )
-    if builder == "json" and path.suffix.lower() == ".jsonl" and (problem := _find_bad_json_line(path)):
-        raise DatasetError(f"dataset {spec.name!r}: {problem}")
     cache_dir = get_settings().cache_dir / "datasets"
     try:
         loaded = datasets.load_dataset(builder, data_files=str(path), split="train", cache_dir=str(cache_dir))
@@ -106,19 +124,25 @@ def _read_rows(spec: DatasetSpec) -> list[dict[str, Any]]:
     return [dict(row) for row in loaded]
 
 
-def _validate_rows(spec: DatasetSpec, rows: list[dict[str, Any]]) -> list[str]:
+def _validate_rows(spec: DatasetSpec, rows: list[dict[str, Any]], lines: list[int] | None) -> list[str]:
     if not rows:
         raise DatasetError(f"dataset {spec.name!r}: {spec.path} has no rows")
     needed = spec.prompt_fields()
-    line = "line" if spec.path.suffix.lower() == ".jsonl" else "row"
     for index, row in enumerate(rows):
         missing = [field for field in needed if row.get(field) is None]
         if missing:
-            where = f"{spec.path}:{index + 1}" if line == "line" else f"{spec.path} row {index}"
             raise DatasetError(
-                f"dataset {spec.name!r}: {where}: missing field(s) {missing} "
+                f"dataset {spec.name!r}: {_where(spec, index, lines)}: missing field(s) {missing} "
                 f"named by the suite (row has {sorted(k for k, v in row.items() if v is not None)})"
             )
+        if spec.prompt is not None:
+            try:
+                spec.prompt.format(**row)
+            except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+                raise DatasetError(
+                    f"dataset {spec.name!r}: {_where(spec, index, lines)}: the prompt template "
+                    f"{spec.prompt!r} cannot be filled from this row: {type(exc).__name__}: {exc}"
+                ) from exc
     if spec.labels and spec.reference:
         unknown = sorted({str(row[spec.reference]) for row in rows} - set(spec.labels))
         if unknown:
@@ -128,6 +152,12 @@ def _validate_rows(spec: DatasetSpec, rows: list[dict[str, Any]]) -> list[str]:
     if spec.key is None:
         return [str(index) for index in range(len(rows))]
     keys = [str(row[spec.key]) for row in rows]
+    too_long = [i for i, key in enumerate(keys) if len(key) > MAX_KEY_LENGTH]
+    if too_long:
+        raise DatasetError(
+            f"dataset {spec.name!r}: {_where(spec, too_long[0], lines)}: key field {spec.key!r} is "
+            f"{len(keys[too_long[0]])} characters long (at most {MAX_KEY_LENGTH}); use a shorter id field"
+        )
     if len(set(keys)) != len(keys):
         dupes = sorted({k for k in keys if keys.count(k) > 1})[:5]
         raise DatasetError(f"dataset {spec.name!r}: key field {spec.key!r} is not unique (repeated: {dupes})")
@@ -136,10 +166,13 @@ def _validate_rows(spec: DatasetSpec, rows: list[dict[str, Any]]) -> list[str]:
 
 def load_dataset(spec: DatasetSpec) -> LoadedDataset:
     """Load, validate and fingerprint the dataset ``spec`` names."""
+    lines = (
+        _jsonl_line_numbers(spec) if spec.path.suffix.lower() == ".jsonl" and spec.path.is_file() else None
+    )
     rows = _read_rows(spec)
     if spec.limit is not None:
         rows = rows[: spec.limit]
-    keys = _validate_rows(spec, rows)
+    keys = _validate_rows(spec, rows, lines)
     path = spec.path
     if path.is_dir():
         content = fingerprint_files(path, sorted(p for p in path.rglob("*") if p.is_file()))

@@ -1,9 +1,11 @@
 """Catastrophic forgetting: the fine-tune against its base model on the suite's general sets.
 
-Per metric of every general dataset: the change against the base, a paired test on per-example scores,
-and for 0/1 metrics the share of examples the base got right that the fine-tune gets wrong. A metric
-forgets when it got worse by more than ``tolerance`` (relative to the base value) and the paired test is
-significant at ``alpha``; the verdict is ``forgetting`` if any metric forgets.
+Per metric of every general dataset: the change against the base, a paired test on per-example scores
+where the metric is their mean, and for 0/1 metrics the share of examples the base got right that the
+fine-tune gets wrong. Corpus metrics (perplexity) count as significantly worse when the fine-tune's 95% CI
+lies wholly beyond the base value (test ``ci_exclusion``; the p-value is then reported as alpha/2 or 1).
+A metric forgets when it got worse by more than ``tolerance`` (relative to the base value) and that test
+is significant; the verdict is ``forgetting`` if any metric forgets.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from posteval.results import MetricResult
-from posteval.stats import paired_compare
+from posteval.stats import decomposes, paired_compare, worse_beyond_ci
 
 
 class ForgettingOptions(BaseModel):
@@ -38,7 +40,7 @@ class MetricChange:
     tuned: float
     delta: float
     relative_worsening: float
-    p_value: float
+    p_value: float | None
     test: str
     forgotten_share: float | None
     forgets: bool
@@ -64,14 +66,27 @@ def compare_metric(
     sign = 1.0 if base.higher_is_better else -1.0
     scale = abs(base.value) if base.value else 1.0
     worsening = sign * (base.value - tuned.value) / scale
-    p_value, test, forgotten = 1.0, "none", None
-    if base.per_example is not None and tuned.per_example is not None:
+    p_value: float | None = None
+    test, forgotten = "ci_exclusion", None
+    paired_ok = (
+        base.per_example is not None
+        and tuned.per_example is not None
+        and decomposes(base.value, base.per_example)
+        and decomposes(tuned.value, tuned.per_example)
+    )
+    if paired_ok and base.per_example is not None and tuned.per_example is not None:
         paired = paired_compare(base.per_example, tuned.per_example, seed=seed)
         p_value, test = paired.p_value, paired.test
+        significant = paired.p_value < options.alpha
         if paired.lost is not None:
             right_before = sum(1 for v in base.per_example if v == 1)
             forgotten = paired.lost / right_before if right_before else 0.0
-    forgets = worsening > options.tolerance and p_value < options.alpha
+    else:  # a corpus metric (perplexity): the fine-tune's own CI must lie beyond the base value
+        significant = worse_beyond_ci(
+            base.value, tuned.ci_low, tuned.ci_high, higher_is_better=base.higher_is_better
+        )
+        p_value = None
+    forgets = worsening > options.tolerance and significant
     return MetricChange(
         dataset=dataset,
         metric=base.name,
@@ -108,7 +123,8 @@ def assess_forgetting(
         reason = (
             f"{len(forgetting)} general metric(s) got significantly worse than the base; worst "
             f"{worst.dataset}/{worst.metric}: {worst.base:.4g} -> {worst.tuned:.4g} "
-            f"({worst.relative_worsening:+.1%} worse, p={worst.p_value:.2g})"
+            f"({worst.relative_worsening:+.1%} worse, "
+            + (f"p={worst.p_value:.2g})" if worst.p_value is not None else "beyond the fine-tune's 95% CI)")
         )
         return ForgettingReport("forgetting", reason, changes)
     reason = f"no general metric got worse by more than {options.tolerance:.0%} with p < {options.alpha}"

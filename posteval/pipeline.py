@@ -81,10 +81,19 @@ def prepare_dataset(spec: DatasetSpec) -> DatasetRef:
 
 def config_hash(suite: Suite, spec: DatasetSpec, checkpoint: CheckpointInfo) -> str:
     """What decides a dataset's model outputs besides checkpoint and data; batch size is not part of it."""
-    settings: dict[str, object] = {"runner": checkpoint.runner, "kind": spec.kind}
+    app = get_settings()
+    # The key decides which row an example key names; the prompt templates every kind's model input.
+    settings: dict[str, object] = {
+        "runner": checkpoint.runner,
+        "kind": spec.kind,
+        "key": spec.key,
+        "prompt": spec.prompt,
+    }
     if checkpoint.runner == "hf":
-        app = get_settings()
         settings["dtype"] = str(pick_dtype(pick_device(app.device), app.dtype))
+        settings["max_length"] = app.max_length
+    else:
+        settings["bos_text"] = app.openai_bos_text
     if spec.kind == "perplexity":
         settings |= {"text": spec.text, "stride": spec.stride}
     elif spec.scoring == "loglikelihood":
@@ -135,7 +144,11 @@ def register_run(
         )
         if run.status == "succeeded":
             return RunRef(run.id, created, run.status)
-        repo.mark_running(session, run.id, flow_run_id)
+        if not repo.claim_run(session, run.id, flow_run_id):
+            raise RunnerError(
+                f"run {run.id} of this checkpoint and suite is already being evaluated "
+                f"(flow run {run.flow_run_id}); if that flow run died, evaluate again with --force"
+            )
         return RunRef(run.id, created, "running")
 
 
@@ -229,7 +242,7 @@ def run_model(
     loaded = load(spec)
     chash = config_hash(suite, spec, checkpoint)
     with session_scope(database_url) as session:
-        done = set(repo.cached_outputs(session, checkpoint.fingerprint, dataset.fingerprint, chash))
+        done = repo.cached_keys(session, checkpoint.fingerprint, dataset.fingerprint, chash)
     positions = range(len(loaded.keys)) if shard is None else shard_range(len(loaded.keys), *shard)
     todo = [i for i in positions if loaded.keys[i] not in done]
     if not todo:

@@ -104,7 +104,7 @@ def print_health(health: dict[str, dict[str, Any]]) -> None:
                     f"{c['base']:.4g}",
                     f"{c['tuned']:.4g}",
                     f"{c['relative_worsening']:+.1%}",
-                    f"{c['p_value']:.2g}",
+                    "-" if c["p_value"] is None else f"{c['p_value']:.2g}",
                     c["test"],
                     forgotten,
                     style="red" if c["forgets"] else None,

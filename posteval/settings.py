@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DTYPES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
 
 
 class Settings(BaseSettings):
@@ -18,6 +21,7 @@ class Settings(BaseSettings):
     database_url: str = ""
     device: str = "auto"
     dtype: str = "auto"
+    max_length: int | None = Field(default=None, gt=0)  # cap on the HF model's context (rolling windows too)
     sqlite_busy_timeout_ms: int = 30_000
     # The openai runner: the *name* of the variable holding the API key (the key itself is never read
     # into settings, so it cannot end up in a log or the database), and its request policy.
@@ -25,6 +29,20 @@ class Settings(BaseSettings):
     openai_timeout_s: float = 60.0
     openai_max_retries: int = 3
     openai_bos_text: str | None = None
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if value != "auto" and not re.fullmatch(r"(cpu|mps|cuda(:\d+)?)", value):
+            raise ValueError(f"POSTEVAL_DEVICE={value!r}: expected auto, cpu, mps, cuda or cuda:N")
+        return value
+
+    @field_validator("dtype")
+    @classmethod
+    def _known_dtype(cls, value: str) -> str:
+        if value not in DTYPES:
+            raise ValueError(f"POSTEVAL_DTYPE={value!r}: expected one of {', '.join(DTYPES)}")
+        return value
 
     @model_validator(mode="after")
     def _default_database(self) -> Settings:
@@ -41,5 +59,16 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide settings; call ``get_settings.cache_clear()`` after changing the environment."""
-    return Settings()
+    """The process-wide settings; call ``get_settings.cache_clear()`` after changing the environment.
+
+    A bad POSTEVAL_* value is an InputError naming the variable.
+    """
+    from posteval.errors import InputError
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"POSTEVAL_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
+        )
+        raise InputError(f"bad setting: {problems}") from exc

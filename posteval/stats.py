@@ -172,3 +172,22 @@ def paired_compare(
         return PairedComparison(delta, low, high, p, "mcnemar_exact", int(a.size), lost, gained)
     p = paired_permutation_pvalue(a, b, n_resamples=max(n_resamples, 1000), seed=seed)
     return PairedComparison(delta, low, high, p, "paired_permutation", int(a.size))
+
+
+def decomposes(value: float | None, scores: Scores) -> bool:
+    """Whether ``value`` is the mean of the per-example ``scores`` (accuracy, exact match, ROUGE), so a
+    paired test on the scores tests the metric itself; corpus metrics (perplexity, BLEU) do not."""
+    values = np.asarray(scores, dtype=np.float64)
+    if value is None or values.size == 0 or np.isnan(values).any():
+        return False
+    return bool(abs(values.mean() - value) <= 1e-9 * max(1.0, abs(value)))
+
+
+def worse_beyond_ci(
+    reference: float, ci_low: float | None, ci_high: float | None, *, higher_is_better: bool
+) -> bool:
+    """Whether a result's CI lies wholly on the worse side of ``reference`` (the fallback significance
+    rule for corpus metrics, where no paired test on per-example scores tests the metric)."""
+    if ci_low is None or ci_high is None:
+        return False
+    return ci_high < reference if higher_is_better else ci_low > reference

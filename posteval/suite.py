@@ -89,6 +89,9 @@ class DatasetSpec(_Strict):
             raise ValueError("a perplexity dataset is scored on its text; 'scoring' does not apply")
         if self.scoring == "loglikelihood" and not self.labels:
             raise ValueError("scoring: loglikelihood needs 'labels' (the choices to score)")
+        if self.labels and len(set(self.labels)) != len(self.labels):
+            repeated = sorted({label for label in self.labels if self.labels.count(label) > 1})
+            raise ValueError(f"'labels' repeats {repeated}; each label once")
         return self
 
     def bound_metrics(self) -> list[BoundMetric]:
@@ -251,6 +254,7 @@ def _describe(error: Any) -> str:
 
 def _check_metrics(suite: Suite, path: Path) -> None:
     for i, spec in enumerate(suite.datasets):
+        names: dict[str, int] = {}
         for j, metric in enumerate(spec.metrics):
             where = f"{path}: datasets[{i}].metrics[{j}]"
             try:
@@ -258,6 +262,21 @@ def _check_metrics(suite: Suite, path: Path) -> None:
             except MetricError as exc:
                 raise SuiteError(f"{where}: {exc}") from exc
             info = bound.info
+            if bound.name in names:
+                raise SuiteError(
+                    f"{where}: stores the same metric {bound.name!r} as datasets[{i}].metrics"
+                    f"[{names[bound.name]}]; give one of them different options or remove it"
+                )
+            names[bound.name] = j
+            scored_text = spec.kind == "perplexity"
+            if info.needs_loglikelihoods != scored_text:
+                expected = (
+                    "a dataset with kind: perplexity" if info.needs_loglikelihoods else "generated outputs"
+                )
+                raise SuiteError(
+                    f"{where}: metric {info.name!r} needs {expected}, and dataset {spec.name!r} "
+                    f"has kind: {spec.kind}"
+                )
             if info.needs_references and spec.kind == "generate" and spec.reference is None:
                 raise SuiteError(
                     f"{where}: metric {info.name!r} needs references, and dataset {spec.name!r} "
@@ -341,8 +360,8 @@ RULE_OF_THREE = {
 
 def missing_kinds(suite: Suite) -> list[str]:
     """Which of the rule of three's metric kinds the suite lacks."""
-    covered = set().union(*(spec.categories() for spec in suite.datasets))
-    if suite.training_health is not None:
+    covered = set().union(*(spec.categories() for spec in suite.datasets)) - {"overfitting"}
+    if suite.training_health is not None:  # the detector is the training_health section, nothing else
         covered.add("overfitting")
     return [kind for kind in RULE_OF_THREE if kind not in covered]
 

@@ -73,3 +73,21 @@ def test_worse_but_within_tolerance_is_not_forgetting() -> None:
 def test_no_general_results_is_unknown() -> None:
     report = assess_forgetting([], ForgettingOptions())
     assert report.verdict == "unknown"
+
+
+def _corpus(value: float, ci: tuple[float, float], per_example: list[float]) -> MetricResult:
+    return MetricResult("perplexity", value, False, len(per_example), "sig", per_example, ci[0], ci[1])
+
+
+def test_corpus_perplexity_is_judged_by_its_ci_not_by_per_text_scores() -> None:
+    # One long text got worse, many short ones better: the per-text mean improves, the corpus worsens.
+    base = _corpus(11.58, (11.0, 12.2), [10.0] + [50.0] * 10)
+    tuned = _corpus(15.40, (14.1, 16.9), [14.0] + [40.0] * 10)
+    change = compare_metric("general", base, tuned, ForgettingOptions(tolerance=0.05))
+    assert (change.test, change.p_value, change.forgets) == ("ci_exclusion", None, True)
+
+
+def test_corpus_worsening_within_the_ci_is_not_forgetting() -> None:
+    base = _corpus(11.58, (11.0, 12.2), [10.0, 12.0])
+    tuned = _corpus(13.0, (9.0, 20.0), [12.0, 14.0])
+    assert not compare_metric("general", base, tuned, ForgettingOptions(tolerance=0.05)).forgets

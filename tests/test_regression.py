@@ -20,6 +20,7 @@ from posteval.compare import compare_runs
 from posteval.db.models import EvalRun
 from posteval.errors import GateFailed, InputError
 from posteval.settings import get_settings
+from posteval.suite import Gate
 from tests.helpers import heldout_rows, write_jsonl
 
 SUITE = """\
@@ -107,8 +108,21 @@ def test_comparison_uses_mcnemar_and_lists_flipped_examples(
     assert accuracy.test == "mcnemar_exact"
     assert accuracy.n == 54
     assert len(accuracy.worsened) - len(accuracy.improved) == round(-accuracy.delta * 54)
-    f1 = rows[("clauses", "f1")]  # macro F1 is corpus-level: a delta, no per-example test
-    assert (f1.test, f1.p_value, f1.delta) == ("none", None, pytest.approx(bad_m["f1"] - good_m["f1"]))
+    f1 = rows[("clauses", "f1")]  # macro F1 is corpus-level: judged by the candidate's own CI
+    assert (f1.test, f1.p_value) == ("ci_exclusion", None)
+    assert f1.delta == pytest.approx(bad_m["f1"] - good_m["f1"])
+
+
+def test_a_gate_on_a_corpus_metric_fires_when_the_ci_lies_beyond_the_baseline(
+    two_runs: tuple[str, str, Path], sqlite_url: str
+) -> None:
+    good, bad, _ = two_runs
+    gates = {"clauses/f1": Gate(max_drop=0.02, alpha=0.05)}
+    comparison = compare_runs(good, bad, gates=gates, database_url=sqlite_url)
+    f1 = next(r for r in comparison.rows if r.metric == "f1")
+    bad_f1 = queries.run_metrics(bad, database_url=sqlite_url).set_index("name").loc["f1"]
+    assert bad_f1["ci_high"] < f1.baseline  # the candidate's CI lies below the baseline's value
+    assert f1.regression
 
 
 def test_gate_publishes_a_prefect_table_artifact(two_runs: tuple[str, str, Path]) -> None:

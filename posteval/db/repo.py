@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -106,12 +107,15 @@ def get_or_create_run(
     return run, True
 
 
-def mark_running(session: Session, run_id: str, flow_run_id: str | None = None) -> None:
-    """pending (or failed, on a retry) -> running."""
-    run = session.get_one(EvalRun, run_id)
-    run.status, run.started_at, run.finished_at, run.error = "running", utcnow(), None, None
-    if flow_run_id:
-        run.flow_run_id = flow_run_id
+def claim_run(session: Session, run_id: str, flow_run_id: str | None = None) -> bool:
+    """pending (or failed, on a retry) -> running, atomically: False if another flow holds the run."""
+    claimed = session.execute(
+        update(EvalRun)
+        .where(EvalRun.id == run_id, EvalRun.status.in_(("pending", "failed")))
+        .values(status="running", started_at=utcnow(), finished_at=None, error=None, flow_run_id=flow_run_id)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(claimed.rowcount)
 
 
 def mark_failed(session: Session, run_id: str, error: str) -> None:
@@ -122,16 +126,36 @@ def mark_failed(session: Session, run_id: str, error: str) -> None:
     run.status, run.finished_at, run.error = "failed", utcnow(), error
 
 
+@dataclass(frozen=True)
+class StoredOutput:
+    """A stored model output: the text (None for scored text) and its extra values (loglikelihoods)."""
+
+    output: str | None
+    extra: dict[str, Any]
+
+
+def _cache_filter(checkpoint_fp: str, dataset_fp: str, config_hash: str) -> Any:
+    return (
+        (Prediction.checkpoint_fingerprint == checkpoint_fp)
+        & (Prediction.dataset_fingerprint == dataset_fp)
+        & (Prediction.config_hash == config_hash)
+    )
+
+
+def cached_keys(session: Session, checkpoint_fp: str, dataset_fp: str, config_hash: str) -> set[str]:
+    """Example keys already stored for one (checkpoint, dataset, config)."""
+    query = select(Prediction.example_key).where(_cache_filter(checkpoint_fp, dataset_fp, config_hash))
+    return set(session.scalars(query))
+
+
 def cached_outputs(
     session: Session, checkpoint_fp: str, dataset_fp: str, config_hash: str
-) -> dict[str, Prediction]:
-    """Stored predictions for one (checkpoint, dataset, config), by example key."""
-    rows = session.scalars(
-        select(Prediction).filter_by(
-            checkpoint_fingerprint=checkpoint_fp, dataset_fingerprint=dataset_fp, config_hash=config_hash
-        )
+) -> dict[str, StoredOutput]:
+    """Stored outputs for one (checkpoint, dataset, config), by example key (columns only, no ORM rows)."""
+    query = select(Prediction.example_key, Prediction.output, Prediction.extra).where(
+        _cache_filter(checkpoint_fp, dataset_fp, config_hash)
     )
-    return {row.example_key: row for row in rows}
+    return {key: StoredOutput(output, extra or {}) for key, output, extra in session.execute(query)}
 
 
 def add_predictions(
@@ -141,19 +165,30 @@ def add_predictions(
     config_hash: str,
     items: Iterable[tuple[str, str | None, dict[str, Any]]],
 ) -> None:
-    """Store (example key, output, extra) triples for one (checkpoint, dataset, config)."""
-    session.add_all(
-        Prediction(
-            checkpoint_fingerprint=checkpoint_fp,
-            dataset_fingerprint=dataset_fp,
-            config_hash=config_hash,
-            example_key=key,
-            output=output,
-            extra=extra,
-        )
+    """Store (example key, output, extra) triples for one (checkpoint, dataset, config), in one statement."""
+    rows = [
+        {
+            "checkpoint_fingerprint": checkpoint_fp,
+            "dataset_fingerprint": dataset_fp,
+            "config_hash": config_hash,
+            "example_key": key,
+            "output": output,
+            "extra": extra,
+            "created_at": utcnow(),
+        }
         for key, output, extra in items
-    )
-    session.flush()
+    ]
+    if rows:
+        # Two workers may compute the same outputs (a shared base model): the first stored wins.
+        dialect = session.get_bind().dialect.name
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        elif dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        else:  # pragma: no cover - posteval supports SQLite and PostgreSQL
+            session.execute(insert(Prediction), rows)
+            return
+        session.execute(dialect_insert(Prediction).on_conflict_do_nothing(), rows)
 
 
 def save_results(
@@ -201,9 +236,10 @@ def save_loss_points(session: Session, checkpoint_id: int, points: Iterable[tupl
         select(LossPoint.split, LossPoint.step).where(LossPoint.checkpoint_id == checkpoint_id)
     )
     known = {(split, step) for split, step in rows}
+    latest = {(split, step): value for step, split, value in points}  # a step logged twice: the last
     new = [
         LossPoint(checkpoint_id=checkpoint_id, step=step, split=split, value=value)
-        for step, split, value in points
+        for (split, step), value in latest.items()
         if (split, step) not in known
     ]
     session.add_all(new)

@@ -28,6 +28,7 @@ from posteval.runners.base import (
     longest_first,
     truncate_at_stop,
 )
+from posteval.settings import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,19 @@ class _ScoreItem:
     owner: int  # index of the request (or text) this item belongs to
 
 
+def context_length(config: Any, tokenizer: PreTrainedTokenizerBase, cap: int | None) -> int:
+    """The longest sequence to feed the model: its positions, the tokenizer's limit, and the settings' cap."""
+    limits = [
+        getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None) or 2048
+    ]
+    tokenizer_limit = getattr(tokenizer, "model_max_length", None)
+    if isinstance(tokenizer_limit, int) and tokenizer_limit < 1_000_000:  # huge values mean "no limit"
+        limits.append(tokenizer_limit)
+    if cap:
+        limits.append(cap)
+    return int(min(limits))
+
+
 class HFRunner:
     """A transformers causal LM, loaded once, generating and scoring in length-sorted batches."""
 
@@ -100,11 +114,9 @@ class HFRunner:
         self.device = pick_device(device)
         self.dtype = pick_dtype(self.device, dtype)
         self.warnings: list[str] = []
+        self._truncated_scores = 0
         self.model, self.tokenizer = self._load(checkpoint)
-        config = self.model.config
-        self.max_length = int(
-            getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None) or 2048
-        )
+        self.max_length = context_length(self.model.config, self.tokenizer, get_settings().max_length)
         prefix = self.tokenizer.bos_token_id
         self.prefix_id = int(prefix if prefix is not None else self.tokenizer.eos_token_id)
 
@@ -199,14 +211,20 @@ class HFRunner:
         ids = [self.prefix_id, *context_ids, *continuation_ids]
         if len(ids) > self.max_length + 1:
             ids = ids[-(self.max_length + 1) :]
-            self.warnings.append(f"a scored request longer than {self.max_length} tokens was truncated")
+            self._truncated_scores += 1
         return _ScoreItem(ids=ids, n_scored=len(continuation_ids), owner=owner)
 
     def loglikelihood(
         self, requests: Sequence[tuple[str, str]], *, batch_size: BatchSize = "auto"
     ) -> Iterator[Batch[Loglikelihood]]:
         """log P(continuation | context) per request, with token and byte counts and greediness."""
+        self._truncated_scores = 0
         items = [self._pair_item(i, ctx, cont) for i, (ctx, cont) in enumerate(requests)]
+        if self._truncated_scores:
+            self.warnings.append(
+                f"{self._truncated_scores} scored request(s) longer than {self.max_length} tokens "
+                "were truncated from the left"
+            )
         n_bytes = [len(cont.encode("utf-8")) for _, cont in requests]
         for indices, scored in self._score_items(items, batch_size):
             yield (
@@ -286,16 +304,17 @@ class HFRunner:
         logits = self.model(
             input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device)
         ).logits
-        logprobs = F.log_softmax(logits.float(), dim=-1)
         results = []
         for row, item in enumerate(items):
             if item.n_scored == 0:
                 results.append((0.0, 0, True))
                 continue
             n = len(item.ids) - 1
-            positions = torch.arange(n - item.n_scored, n, device=logprobs.device)
-            targets = torch.tensor(item.ids[-item.n_scored :], device=logprobs.device)
-            picked = logprobs[row, positions].gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-            greedy = bool((logprobs[row, positions].argmax(-1) == targets).all())
+            # Normalise only the scored positions: a full (batch, width, vocab) float32 softmax would
+            # need far more memory than the model itself for long windows and large vocabularies.
+            scored = F.log_softmax(logits[row, n - item.n_scored : n].float(), dim=-1)
+            targets = torch.tensor(item.ids[-item.n_scored :], device=scored.device)
+            picked = scored.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+            greedy = bool((scored.argmax(-1) == targets).all())
             results.append((float(picked.sum()), item.n_scored, greedy))
         return results
