@@ -48,6 +48,14 @@ class CheckpointInfo(BaseModel):
     endpoint: str | None = None  # the openai runner's base URL
     served_model: str | None = None  # the openai runner's model name
 
+    @property
+    def location(self) -> str:
+        """Where the checkpoint is, as stored and accepted back by resolve_checkpoint: the folder, or
+        ``openai:MODEL@URL`` (a Path would fold the URL's ``//``)."""
+        if self.runner == "openai":
+            return f"{OPENAI_PREFIX}{self.served_model}@{self.endpoint}"
+        return str(self.path)
+
 
 OPENAI_PREFIX = "openai:"
 

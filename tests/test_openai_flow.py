@@ -47,6 +47,9 @@ def test_served_model_scores_like_the_same_local_checkpoint(
     local = evaluate_checkpoint(
         checkpoint=str(finetuned_checkpoint), suite=str(suite), database_url=sqlite_url
     )
+    assert queries.run_summary(served, database_url=sqlite_url)["checkpoint"] == (
+        f"openai:contracts@{server.base_url}"  # stored so that resolve_checkpoint accepts it back
+    )
     served_metrics = queries.run_metrics(served, database_url=sqlite_url)
     local_metrics = queries.run_metrics(local, database_url=sqlite_url)
     assert served_metrics[["dataset", "name", "value"]].to_dict("records") == (

@@ -47,13 +47,13 @@ def upsert_checkpoint(session: Session, info: CheckpointInfo, base_id: int | Non
         session,
         Checkpoint,
         {"fingerprint": info.fingerprint},
-        path=str(info.path),
+        path=info.location,
         model_name=info.model_name,
         training_step=info.training_step,
         is_adapter=info.is_adapter,
         base_checkpoint_id=base_id,
     )
-    row.path = str(info.path)
+    row.path = info.location
     if base_id is not None:
         row.base_checkpoint_id = base_id
     return row

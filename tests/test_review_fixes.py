@@ -1,0 +1,198 @@
+"""Edge cases found in review: each input is refused early, or handled, as named."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, select
+from sqlalchemy.orm import Session
+
+from posteval.checkpoint import resolve_checkpoint
+from posteval.data import load_dataset
+from posteval.db import repo
+from posteval.db.engine import session_scope
+from posteval.db.models import LossPoint
+from posteval.errors import DatasetError, RunnerError, SuiteError
+from posteval.pipeline import config_hash, register_run
+from posteval.suite import load_suite
+
+BASE = """\
+name: r
+allow_incomplete: true
+datasets:
+  - name: qa
+    path: qa.jsonl
+    prompt: "{prompt}"
+    reference: a
+    metrics: {metrics}
+"""
+
+
+def _suite(tmp_path: Path, prompt: str = "Q: {q}", metrics: str = "[exact_match]", extra: str = "") -> Path:
+    path = tmp_path / "suite.yaml"
+    path.write_text(BASE.format(prompt=prompt, metrics=metrics) + extra)
+    return path
+
+
+def test_two_entries_storing_the_same_metric_are_refused(tmp_path: Path) -> None:
+    path = _suite(tmp_path, metrics="[exact_match, {exact_match: {strip: true}}]")
+    with pytest.raises(
+        SuiteError, match=r"metrics\[1\]: stores the same metric 'exact_match' as datasets\[0\]"
+    ):
+        load_suite(path)
+
+
+def test_repeated_labels_are_refused(tmp_path: Path) -> None:
+    path = _suite(tmp_path, metrics="[accuracy]", extra="")
+    path.write_text(
+        path.read_text().replace("    reference: a\n", "    reference: a\n    labels: [x, x, y]\n")
+    )
+    with pytest.raises(SuiteError, match=r"datasets\[0\]: 'labels' repeats \['x'\]; each label once"):
+        load_suite(path)
+
+
+def test_a_perplexity_metric_on_a_generated_dataset_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(SuiteError, match=r"metric 'perplexity' needs a dataset with kind: perplexity"):
+        load_suite(_suite(tmp_path, metrics="[exact_match, perplexity]"))
+
+
+def test_token_loss_alone_is_not_an_overfitting_detector(tmp_path: Path) -> None:
+    path = tmp_path / "suite.yaml"
+    path.write_text(
+        "name: r\ndatasets:\n"
+        "  - {name: t, path: t.jsonl, prompt: '{q}', reference: a, metrics: [exact_match]}\n"
+        "  - {name: g, path: g.jsonl, kind: perplexity, general: true, metrics: [perplexity, token_loss]}\n"
+    )
+    with pytest.raises(SuiteError, match=r"the suite lacks an overfitting detector"):
+        load_suite(path)
+
+
+def test_a_prompt_that_cannot_be_formatted_names_the_line(tmp_path: Path) -> None:
+    (tmp_path / "qa.jsonl").write_text('{"q": "x", "a": "y"}\n\n{"q": "text", "a": "z"}\n')
+    suite = load_suite(_suite(tmp_path, prompt="{q:.2f}"))
+    with pytest.raises(DatasetError) as info:
+        load_dataset(suite.suite.datasets[0])
+    assert str(info.value).startswith(
+        f"dataset 'qa': {tmp_path / 'qa.jsonl'}:1: the prompt template '{{q:.2f}}' cannot be filled "
+        "from this row: ValueError: Unknown format code 'f'"
+    )
+
+
+def test_jsonl_errors_name_the_file_line_past_blank_lines(tmp_path: Path) -> None:
+    (tmp_path / "qa.jsonl").write_text('{"q": "x", "a": "y"}\n\n\n{"a": "z"}\n')
+    with pytest.raises(DatasetError, match=rf"{tmp_path / 'qa.jsonl'}:4: missing field\(s\) \['q'\]"):
+        load_dataset(load_suite(_suite(tmp_path)).suite.datasets[0])
+
+
+def test_csv_errors_name_the_file_line_after_the_header(tmp_path: Path) -> None:
+    (tmp_path / "qa.csv").write_text("q,a\nx,y\n,z\n")
+    path = _suite(tmp_path)
+    path.write_text(path.read_text().replace("qa.jsonl", "qa.csv"))
+    with pytest.raises(DatasetError, match=rf"{tmp_path / 'qa.csv'}:3: missing field\(s\) \['q'\]"):
+        load_dataset(load_suite(path).suite.datasets[0])
+
+
+def test_an_overlong_key_is_refused_before_it_reaches_the_database(tmp_path: Path) -> None:
+    (tmp_path / "qa.jsonl").write_text(json.dumps({"q": "x", "a": "y", "id": "k" * 300}) + "\n")
+    path = _suite(tmp_path)
+    path.write_text(path.read_text().replace("    reference: a\n", "    reference: a\n    key: id\n"))
+    with pytest.raises(DatasetError, match=r"key field 'id' is 300 characters long \(at most 255\)"):
+        load_dataset(load_suite(path).suite.datasets[0])
+
+
+def test_the_cache_key_follows_the_key_field_and_the_prompt(
+    tmp_path: Path, finetuned_checkpoint: Path
+) -> None:
+    checkpoint = resolve_checkpoint(finetuned_checkpoint)
+    suite = load_suite(_suite(tmp_path)).suite
+    spec = suite.datasets[0]
+    base = config_hash(suite, spec, checkpoint)
+    assert config_hash(suite, spec.model_copy(update={"key": "id"}), checkpoint) != base
+    assert config_hash(suite, spec.model_copy(update={"prompt": "Question: {q}"}), checkpoint) != base
+    assert config_hash(suite, spec, checkpoint) == base
+
+
+def test_outputs_stored_twice_keep_the_first(db_url: str) -> None:
+    with session_scope(db_url) as session:
+        repo.add_predictions(session, "c" * 64, "d" * 64, "h" * 64, [("k1", "first", {}), ("k2", "b", {})])
+    with session_scope(db_url) as session:  # a second worker that computed the same example
+        repo.add_predictions(session, "c" * 64, "d" * 64, "h" * 64, [("k1", "second", {}), ("k3", "c", {})])
+    with session_scope(db_url) as session:
+        stored = repo.cached_outputs(session, "c" * 64, "d" * 64, "h" * 64)
+    assert {k: v.output for k, v in stored.items()} == {"k1": "first", "k2": "b", "k3": "c"}
+    with session_scope(db_url) as session:  # and again: nothing new, nothing replaced
+        repo.add_predictions(session, "c" * 64, "d" * 64, "h" * 64, [("k1", "third", {})])
+        assert len(repo.cached_keys(session, "c" * 64, "d" * 64, "h" * 64)) == 3
+
+
+def test_a_step_logged_twice_is_stored_once_with_its_last_value(
+    db_url: str, finetuned_checkpoint: Path
+) -> None:
+    info = resolve_checkpoint(finetuned_checkpoint)
+    with session_scope(db_url) as session:
+        checkpoint_id = repo.upsert_checkpoint(session, info).id
+        repo.save_loss_points(session, checkpoint_id, [(99_999, "eval", 1.0), (99_999, "eval", 0.5)])
+    engine = create_engine(db_url)
+    with Session(engine) as session:
+        values = session.scalars(
+            select(LossPoint.value).filter_by(checkpoint_id=checkpoint_id, split="eval", step=99_999)
+        ).all()
+    engine.dispose()
+    assert values == [0.5]
+
+
+def test_a_second_flow_cannot_claim_a_running_run(
+    tmp_path: Path, finetuned_checkpoint: Path, sqlite_url: str
+) -> None:
+    (tmp_path / "qa.jsonl").write_text('{"q": "x", "a": "y"}\n')
+    loaded = load_suite(_suite(tmp_path))
+    checkpoint = resolve_checkpoint(finetuned_checkpoint, model_name="claims")
+    from posteval.pipeline import prepare_dataset
+
+    datasets = [prepare_dataset(spec) for spec in loaded.suite.datasets]
+    first = register_run(
+        checkpoint, loaded, datasets, trigger="event", flow_run_id="A", database_url=sqlite_url
+    )
+    assert first.status == "running"
+    with pytest.raises(
+        RunnerError, match=rf"run {first.run_id} .* is already being evaluated \(flow run A\)"
+    ):
+        register_run(checkpoint, loaded, datasets, trigger="event", flow_run_id="B", database_url=sqlite_url)
+
+
+def test_an_unexpected_error_exits_3_in_one_line(tmp_path: Path) -> None:
+    env = {
+        "POSTEVAL_HOME": str(tmp_path),
+        "POSTEVAL_DATABASE_URL": "postgres://user:secret@nowhere/db",
+        "PATH": "/usr/bin:/bin",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "posteval.cli", "runs", "list"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert result.returncode == 3
+    assert result.stderr.strip().splitlines() == [
+        "error: NoSuchModuleError: Can't load plugin: sqlalchemy.dialects:postgres "
+        "(run with --verbose for details)"
+    ]
+    assert "secret" not in result.stderr
+
+
+def test_a_bad_setting_is_refused_naming_the_variable(tmp_path: Path) -> None:
+    env = {"POSTEVAL_HOME": str(tmp_path), "POSTEVAL_DEVICE": "gpu", "PATH": "/usr/bin:/bin"}
+    result = subprocess.run(
+        [sys.executable, "-m", "posteval.cli", "runs", "list"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert "POSTEVAL_DEVICE='gpu': expected auto, cpu, mps, cuda or cuda:N" in result.stderr
