@@ -27,6 +27,7 @@ def evaluate_checkpoint(
     adapter_base: str | None = None,
     task_runner: str = "default",
     dask_address: str | None = None,
+    step: int | None = None,
 ) -> str:
     """Evaluate ``checkpoint`` on ``suite`` and return the run id.
 
@@ -39,11 +40,14 @@ def evaluate_checkpoint(
     baseline; a regression beyond the suite's gates raises GateFailed, so the flow run ends Failed while
     the run and its results stay stored.
 
+    ``step`` is the training step when the folder's trainer_state.json does not say (a final model
+    saved by ``save_model()``); it orders the checkpoint in its model's lineage.
+
     ``task_runner="dask"`` shards the model work of every dataset across the Dask cluster at
     ``dask_address`` (a temporary local one without it); results are the same as the default runner's.
     """
     check_task_runner(task_runner, dask_address)
-    ckpt = resolve_checkpoint_task(checkpoint, model_name, adapter_base)
+    ckpt = resolve_checkpoint_task(checkpoint, model_name, adapter_base, step)
     loaded = load_suite_task(suite)
     spec = loaded.suite
     base = resolve_checkpoint_task(spec.base_model) if spec.base_model else None

@@ -100,4 +100,5 @@ def on_training_completed(
         adapter_base=adapter,
         task_runner=task_runner,
         dask_address=dask_address,
+        step=step,
     )

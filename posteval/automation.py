@@ -222,13 +222,14 @@ def deployments(
     *,
     cron: str = "0 2 * * *",
     timezone: str = "UTC",
-    database_url: str | None = None,
     task_runner: str = "default",
     dask_address: str | None = None,
 ) -> list[RunnerDeployment]:
     """The event-triggered post-training deployment and, given suites, the nightly cron deployment.
 
-    ``database_url``, ``task_runner`` and ``dask_address`` become both deployments' default parameters.
+    ``task_runner`` and ``dask_address`` become both deployments' default parameters. The database URL
+    never does: parameters are stored and shown by the Prefect server, and a URL may hold a password, so
+    flow runs read POSTEVAL_DATABASE_URL from the worker's environment.
     """
     from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
     from prefect.schedules import Cron
@@ -242,7 +243,7 @@ def deployments(
         match={"prefect.resource.id": f"{RESOURCE_PREFIX}*"},
         parameters=dict(TRIGGER_PARAMETERS),
     )
-    given = {"database_url": database_url, "task_runner": task_runner, "dask_address": dask_address}
+    given = {"task_runner": task_runner, "dask_address": dask_address}
     defaults = {name: value for name, value in given.items() if value not in (None, "default")}
     # to_deployment returns the deployment itself when called outside an event loop, as here.
     built = [on_training_completed.to_deployment(EVENT_DEPLOYMENT, triggers=[trigger], parameters=defaults)]
@@ -279,7 +280,6 @@ def serve(
     cron: str = "0 2 * * *",
     timezone: str = "UTC",
     limit: int | None = 1,
-    database_url: str | None = None,
     task_runner: str = "default",
     dask_address: str | None = None,
 ) -> None:
@@ -293,7 +293,6 @@ def serve(
         suites,
         cron=cron,
         timezone=timezone,
-        database_url=database_url,
         task_runner=task_runner,
         dask_address=dask_address,
     )

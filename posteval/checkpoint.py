@@ -147,7 +147,11 @@ def default_model_name(folder: Path) -> str:
 
 
 def resolve_checkpoint(
-    path: str | Path, *, model_name: str | None = None, base_path: str | Path | None = None
+    path: str | Path,
+    *,
+    model_name: str | None = None,
+    base_path: str | Path | None = None,
+    step: int | None = None,
 ) -> CheckpointInfo:
     """Validate and fingerprint the checkpoint at ``path``; an adapter's fingerprint covers its base too.
 
@@ -171,12 +175,14 @@ def resolve_checkpoint(
         base = adapter_base_path(folder, base_path)
         fingerprint = sha256_json([fingerprint, fingerprint_files(base, content_files(base))])
     state = read_trainer_state(folder)
-    step = state.get("global_step") if state else None
+    if step is None:  # a final model saved by save_model() has no trainer_state.json: the caller knows
+        logged = state.get("global_step") if state else None
+        step = logged if isinstance(logged, int) else None
     return CheckpointInfo(
         path=folder.resolve(),
         fingerprint=fingerprint,
         model_name=model_name or default_model_name(folder),
         is_adapter=is_adapter,
         base_path=base,
-        training_step=step if isinstance(step, int) else None,
+        training_step=step,
     )

@@ -10,6 +10,7 @@ import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from evaluators import EvalInputs
@@ -64,13 +65,22 @@ class DatasetOutcome:
 
 
 @lru_cache(maxsize=16)
-def _load_cached(spec_json: str) -> LoadedDataset:
+def _load_cached(spec_json: str, stamp: tuple[int, int]) -> LoadedDataset:
     return load_dataset(DatasetSpec.model_validate_json(spec_json))
 
 
+def _stamp(path: Path) -> tuple[int, int]:
+    """(size, newest mtime) of a file or folder: an edited dataset is loaded again, not served stale."""
+    if not path.exists():
+        return (0, 0)
+    files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else [path]
+    stats = [f.stat() for f in files]
+    return (sum(s.st_size for s in stats), max((s.st_mtime_ns for s in stats), default=0))
+
+
 def load(spec: DatasetSpec) -> LoadedDataset:
-    """The dataset ``spec`` names, loaded once per process."""
-    return _load_cached(spec.model_dump_json())
+    """The dataset ``spec`` names, loaded once per process while its files are unchanged."""
+    return _load_cached(spec.model_dump_json(), _stamp(spec.path))
 
 
 def prepare_dataset(spec: DatasetSpec) -> DatasetRef:

@@ -12,10 +12,10 @@ from posteval.suite import DatasetSpec, LoadedSuite, load_suite
 
 @task(name="resolve-checkpoint", cache_policy=NO_CACHE)
 def resolve_checkpoint_task(
-    path: str, model_name: str | None = None, adapter_base: str | None = None
+    path: str, model_name: str | None = None, adapter_base: str | None = None, step: int | None = None
 ) -> CheckpointInfo:
-    """Fingerprint the checkpoint folder and read its training step."""
-    return resolve_checkpoint(path, model_name=model_name, base_path=adapter_base)
+    """Fingerprint the checkpoint folder and read its training step (``step`` overrides the log's)."""
+    return resolve_checkpoint(path, model_name=model_name, base_path=adapter_base, step=step)
 
 
 @task(name="load-suite", cache_policy=NO_CACHE)

@@ -196,3 +196,44 @@ def test_a_bad_setting_is_refused_naming_the_variable(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "POSTEVAL_DEVICE='gpu': expected auto, cpu, mps, cuda or cuda:N" in result.stderr
+
+
+def test_a_given_step_orders_a_final_model_without_a_training_log(
+    tmp_path: Path, finetuned_checkpoint: Path
+) -> None:
+    import shutil
+
+    final = tmp_path / "final"
+    shutil.copytree(finetuned_checkpoint, final)
+    (final / "trainer_state.json").unlink()
+    assert resolve_checkpoint(final).training_step is None
+    assert resolve_checkpoint(final, step=240).training_step == 240
+    assert resolve_checkpoint(finetuned_checkpoint).training_step == 240  # from trainer_state.json
+
+
+def test_an_edited_dataset_is_loaded_again_in_the_same_process(tmp_path: Path) -> None:
+    import os
+
+    from posteval.pipeline import load
+
+    data = tmp_path / "qa.jsonl"
+    data.write_text('{"q": "x", "a": "y"}\n')
+    spec = load_suite(_suite(tmp_path)).suite.datasets[0]
+    first = load(spec)
+    data.write_text('{"q": "x", "a": "y"}\n{"q": "w", "a": "v"}\n')
+    os.utime(data, ns=(first_mtime := data.stat().st_mtime_ns + 10_000_000, first_mtime))
+    second = load(spec)
+    assert (len(first), len(second)) == (1, 2)
+    assert second.fingerprint != first.fingerprint
+
+
+def test_deployments_never_carry_the_database_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from posteval.automation import deployments
+
+    suite = _suite(tmp_path)
+    monkeypatch.setenv("POSTEVAL_DATABASE_URL", "postgresql+psycopg://user:secret@db/posteval")
+    built = deployments([str(suite)], task_runner="dask", dask_address="tcp://h:8786")
+    assert [sorted(d.parameters) for d in built] == [
+        ["dask_address", "task_runner"],
+        ["dask_address", "suites", "task_runner"],
+    ]

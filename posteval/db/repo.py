@@ -115,7 +115,7 @@ def claim_run(session: Session, run_id: str, flow_run_id: str | None = None) -> 
         .values(status="running", started_at=utcnow(), finished_at=None, error=None, flow_run_id=flow_run_id)
         .execution_options(synchronize_session=False)
     )
-    return bool(claimed.rowcount)
+    return bool(getattr(claimed, "rowcount", 0))
 
 
 def mark_failed(session: Session, run_id: str, error: str) -> None:
@@ -180,15 +180,18 @@ def add_predictions(
     ]
     if rows:
         # Two workers may compute the same outputs (a shared base model): the first stored wins.
+        from sqlalchemy.dialects import postgresql, sqlite
+
         dialect = session.get_bind().dialect.name
-        if dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as dialect_insert
-        elif dialect == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert as dialect_insert
-        else:  # pragma: no cover - posteval supports SQLite and PostgreSQL
+        if dialect not in ("postgresql", "sqlite"):  # pragma: no cover - posteval supports these two
             session.execute(insert(Prediction), rows)
             return
-        session.execute(dialect_insert(Prediction).on_conflict_do_nothing(), rows)
+        statement = (
+            postgresql.insert(Prediction).on_conflict_do_nothing()
+            if dialect == "postgresql"
+            else sqlite.insert(Prediction).on_conflict_do_nothing()
+        )
+        session.execute(statement, rows)
 
 
 def save_results(
