@@ -1,10 +1,11 @@
 """Comparing two runs metric by metric, with paired tests on per-example scores, and the regression gate.
 
-Both runs must come from the same suite (by name) and every dataset they share must have the same
-content fingerprint; otherwise the comparison is refused with what differs. For each metric the delta is
-candidate minus baseline. Where the metric is the mean of its per-example scores (accuracy, exact match,
-ROUGE) the delta's CI is a paired bootstrap and the p-value an exact McNemar test (0/1 scores) or a
-sign-flip permutation test. Corpus metrics (macro F1, BLEU, perplexity) are not tested on per-example
+Both runs must come from the same suite (by name), with the same settings for every dataset they share
+(prompt, labels, scoring, generation options...; gates and tolerances may differ), and every shared
+dataset must have the same content fingerprint; otherwise the comparison is refused with what differs.
+For each metric the delta is candidate minus baseline. Where the metric is the mean of its per-example
+scores (accuracy, exact match, ROUGE) the delta's CI is a paired bootstrap and the p-value an exact
+McNemar test (0/1 scores) or a sign-flip permutation test. Corpus metrics (macro F1, BLEU, perplexity) are not tested on per-example
 scores — those would test another quantity — and count as significant when the candidate's own 95% CI
 lies wholly on the worse side of the baseline value (``ci_exclusion``). A gated metric regresses when it
 dropped (in its own worse direction) by more than ``max_drop`` and that test is significant.
@@ -18,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import pandas as pd
+import yaml
 from sqlalchemy import select
 
 from posteval.db.engine import session_scope
@@ -100,6 +102,7 @@ class Comparison:
 @dataclass(frozen=True)
 class _RunMetrics:
     suite: str
+    suite_text: str
     status: str
     values: dict[tuple[str, str], tuple[float | None, bool, float | None, float | None]]
     fingerprints: dict[str, str]
@@ -107,7 +110,7 @@ class _RunMetrics:
 
 def _load(session: Any, run_id: str) -> _RunMetrics:
     found = session.execute(
-        select(EvalRun.status, Suite.name)
+        select(EvalRun.status, Suite.name, Suite.source_text)
         .join(Suite, EvalRun.suite_id == Suite.id)
         .where(EvalRun.id == run_id)
     ).first()
@@ -128,6 +131,7 @@ def _load(session: Any, run_id: str) -> _RunMetrics:
     ).all()
     return _RunMetrics(
         suite=found.name,
+        suite_text=found.source_text,
         status=found.status,
         values={(r[0], r[2]): (r[3], r[4], r[5], r[6]) for r in rows},
         fingerprints={r[0]: r[1] for r in rows},
@@ -143,12 +147,54 @@ def _scores(session: Any, run_id: str, metric: str, dataset: str) -> dict[str, f
     return {key: value for key, value in rows}
 
 
+# What decides model outputs or how they are scored; gates, tolerances and paths do not.
+_DATASET_SETTINGS = (
+    "kind",
+    "prompt",
+    "reference",
+    "labels",
+    "scoring",
+    "text",
+    "target_delimiter",
+    "stride",
+    "key",
+    "split",
+    "limit",
+)
+
+
+def _changed_settings(before: str, after: str) -> list[str]:
+    """The settings that differ between two versions of a suite, for the datasets both have."""
+    if before == after:
+        return []
+    old, new = yaml.safe_load(before) or {}, yaml.safe_load(after) or {}
+    changed = []
+    if (old.get("generation") or {}) != (new.get("generation") or {}):
+        changed.append(f"generation {old.get('generation')} -> {new.get('generation')}")
+    old_sets = {d.get("name"): d for d in old.get("datasets") or [] if isinstance(d, dict)}
+    for dataset in new.get("datasets") or []:
+        if not isinstance(dataset, dict) or dataset.get("name") not in old_sets:
+            continue
+        previous = old_sets[dataset["name"]]
+        fields = [f for f in _DATASET_SETTINGS if previous.get(f) != dataset.get(f)]
+        if fields:
+            changed.append(f"dataset {dataset['name']!r} changed {', '.join(fields)}")
+    return changed
+
+
 def check_comparable(baseline: _RunMetrics, candidate: _RunMetrics, ids: tuple[str, str]) -> None:
     """Refuse runs of different suites, or shared datasets whose content differs, naming what differs."""
     if baseline.suite != candidate.suite:
         raise InputError(
             f"runs {ids[0][:12]} and {ids[1][:12]} are of different suites "
             f"({baseline.suite!r} and {candidate.suite!r}); compare runs of one suite"
+        )
+    changed = _changed_settings(baseline.suite_text, candidate.suite_text)
+    if changed:
+        raise InputError(
+            f"runs {ids[0][:12]} and {ids[1][:12]} used different settings of suite {baseline.suite!r}: "
+            + "; ".join(changed)
+            + " (a difference the checkpoints did not cause; evaluate the baseline with this suite)"
         )
     differing = [
         f"{name} ({baseline.fingerprints[name][:12]} vs {candidate.fingerprints[name][:12]})"

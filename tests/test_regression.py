@@ -243,3 +243,20 @@ def test_cli_history_compare_and_evaluate_exit_codes(
     )
     assert again.exit_code == 1
     assert json.loads(again.stdout)["gate_status"] == "failed"
+
+
+def test_comparing_runs_of_a_changed_suite_names_the_change(
+    two_runs: tuple[str, str, Path], base_checkpoint: Path, clauses: Path, sqlite_url: str, tmp_path: Path
+) -> None:
+    good, _, _ = two_runs
+    edited = _suite(tmp_path, "gated", clauses)
+    edited.write_text(
+        edited.read_text().replace('prompt: "Clause: {text}\\nType:"', 'prompt: "{text}\\nLabel:"')
+    )
+    changed = evaluate_checkpoint(
+        checkpoint=str(base_checkpoint), suite=str(edited), model_name="lineage-c", database_url=sqlite_url
+    )
+    with pytest.raises(
+        InputError, match=r"used different settings of suite 'gated': dataset 'clauses' changed prompt"
+    ):
+        compare_runs(good, changed, database_url=sqlite_url)
