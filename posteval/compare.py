@@ -3,12 +3,14 @@
 Both runs must come from the same suite (by name), with the same settings for every dataset they share
 (prompt, labels, scoring, generation options...; gates and tolerances may differ), and every shared
 dataset must have the same content fingerprint; otherwise the comparison is refused with what differs.
+
 For each metric the delta is candidate minus baseline. Where the metric is the mean of its per-example
-scores (accuracy, exact match, ROUGE) the delta's CI is a paired bootstrap and the p-value an exact
-McNemar test (0/1 scores) or a sign-flip permutation test. Corpus metrics (macro F1, BLEU, perplexity) are not tested on per-example
-scores — those would test another quantity — and count as significant when the candidate's own 95% CI
-lies wholly on the worse side of the baseline value (``ci_exclusion``). A gated metric regresses when it
-dropped (in its own worse direction) by more than ``max_drop`` and that test is significant.
+scores (accuracy, exact match, ROUGE), the delta's CI is a paired bootstrap and the p-value an exact
+McNemar test (0/1 scores) or a sign-flip permutation test. Corpus metrics (macro F1, BLEU, perplexity)
+are not tested on per-example scores, which would test another quantity: they count as significant
+when the candidate's own 95% CI lies wholly on the worse side of the baseline value (``ci_exclusion``).
+A gated metric regresses when it dropped (in its own worse direction) by more than ``max_drop`` and
+that test is significant.
 """
 
 from __future__ import annotations
