@@ -10,6 +10,7 @@ from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
 from flows.post_training import evaluate_checkpoint
+from posteval.checkpoint import resolve_checkpoint
 from posteval.db.models import EvalRun, Metric, Prediction
 from posteval.runners.hf import HFRunner
 from tests.helpers import heldout_rows, write_jsonl
@@ -74,6 +75,19 @@ def test_multiple_choice_and_perplexity_datasets(
         for prediction in picked:
             logprobs = prediction.extra["logprobs"]
             assert prediction.output == max(logprobs, key=logprobs.get)
+        # Each example's stored scores are the runner's for that example's own prompt, label by label.
+        runner = HFRunner(resolve_checkpoint(finetuned_checkpoint))
+        labels = ["lease", "nda", "employment"]
+        requests = [(f"Clause: {row['text']}\nType:", f" {label}") for row in rows[:3] for label in labels]
+        direct = {
+            i: r.logprob
+            for indices, results in runner.loglikelihood(requests)
+            for i, r in zip(indices, results, strict=True)
+        }
+        for example in range(3):
+            stored_scores = picked[example].extra["logprobs"]
+            for j, label in enumerate(labels):
+                assert stored_scores[label] == pytest.approx(direct[example * 3 + j], rel=1e-4, abs=1e-4)
         expected_accuracy = sum(p.output == r["label"] for p, r in zip(picked, rows, strict=True)) / len(rows)
         nll = -sum(p.extra["logprob"] for p in texts)
         n_tokens = sum(p.extra["n_tokens"] for p in texts)
