@@ -17,7 +17,6 @@ import random
 import statistics
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -25,12 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, insert, text
-from sqlalchemy.engine import make_url
 
 from posteval import baseline, compare, queries
 from posteval.db.engine import get_engine
 from posteval.db.migrate import upgrade
 from posteval.db.models import Checkpoint, Dataset, EvalRun, ExampleScore, Metric, Suite
+from posteval.db.scratch import scratch_database
 from posteval.errors import InputError
 
 MODELS, DATASETS, MODEL = 50, 3, "model-12"
@@ -173,23 +172,6 @@ def sqlite_database() -> Iterator[str]:
         get_engine(url).dispose()
 
 
-@contextlib.contextmanager
-def postgres_database(admin_url: str) -> Iterator[str]:
-    """A scratch database on the PostgreSQL server of ``admin_url``, dropped afterwards."""
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    name = f"posteval_bench_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    try:
-        yield url
-    finally:
-        get_engine(url).dispose()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
 def main() -> None:
     """Build the databases, time the queries, print the table (and write it as JSON with --out)."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -210,7 +192,7 @@ def main() -> None:
     )
     databases = {"SQLite": sqlite_database()}
     if not args.skip_postgres:
-        databases["PostgreSQL"] = postgres_database(args.postgres_url)
+        databases["PostgreSQL"] = scratch_database(args.postgres_url, "posteval_bench")
     build_s: dict[str, float] = {}
     ms: dict[str, dict[str, float]] = {}
     for backend, database in databases.items():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -41,32 +40,24 @@ def posteval_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 def _postgres_database() -> Iterator[str]:
     """A fresh PostgreSQL database for the session; fails under CI=true, skips elsewhere, if unreachable."""
-    from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
 
-    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    name = f"posteval_test_{uuid.uuid4().hex[:10]}"
+    from posteval.db.scratch import scratch_database
+
+    scratch = scratch_database(POSTGRES_URL, "posteval_test")
     try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        url = scratch.__enter__()
     except Exception as exc:
-        admin.dispose()
         message = (
             f"PostgreSQL at {make_url(POSTGRES_URL).render_as_string(hide_password=True)} unreachable: {exc}"
         )
         if IN_CI:
             pytest.fail(message)
         pytest.skip(message)
-    url = make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
     try:
         yield url
     finally:
-        from posteval.db.engine import get_engine
-
-        get_engine(url).dispose()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+        scratch.__exit__(None, None, None)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
