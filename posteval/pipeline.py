@@ -118,9 +118,13 @@ def config_hash(suite: Suite, spec: DatasetSpec, checkpoint: CheckpointInfo) -> 
 
 
 def idempotency_key(checkpoint: CheckpointInfo, suite: LoadedSuite, datasets: Sequence[DatasetRef]) -> str:
-    """Content identity of a run: the same checkpoint, suite and data always map to the same run."""
+    """Content identity of a run: the same checkpoint, suite, data and output settings (dtype, context
+    cap...) always map to the same run, and a change of any of them makes a new one."""
     fingerprints = sorted(d.fingerprint for d in datasets)
-    return sha256_json([checkpoint.fingerprint, checkpoint.model_name, suite.fingerprint, fingerprints])
+    configs = sorted(config_hash(suite.suite, d.spec, checkpoint) for d in datasets)
+    return sha256_json(
+        [checkpoint.fingerprint, checkpoint.model_name, suite.fingerprint, fingerprints, configs]
+    )
 
 
 def register_run(

@@ -237,3 +237,24 @@ def test_deployments_never_carry_the_database_url(tmp_path: Path, monkeypatch: p
         ["dask_address", "task_runner"],
         ["dask_address", "suites", "task_runner"],
     ]
+
+
+def test_a_change_of_dtype_makes_a_new_run(
+    tmp_path: Path, finetuned_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from posteval.pipeline import idempotency_key, prepare_dataset
+    from posteval.settings import get_settings
+
+    (tmp_path / "qa.jsonl").write_text('{"q": "x", "a": "y"}\n')
+    loaded = load_suite(_suite(tmp_path))
+    checkpoint = resolve_checkpoint(finetuned_checkpoint)
+    datasets = [prepare_dataset(spec) for spec in loaded.suite.datasets]
+    fp32 = idempotency_key(checkpoint, loaded, datasets)
+    monkeypatch.setenv("POSTEVAL_DTYPE", "bf16")
+    get_settings.cache_clear()
+    try:
+        assert idempotency_key(checkpoint, loaded, datasets) != fp32
+    finally:
+        monkeypatch.delenv("POSTEVAL_DTYPE")
+        get_settings.cache_clear()
+    assert idempotency_key(checkpoint, loaded, datasets) == fp32
