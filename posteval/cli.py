@@ -43,7 +43,7 @@ VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect'
 
 def _quiet(verbose: bool) -> None:
     """Keep Prefect's and the libraries' log lines out of the way unless asked for."""
-    level = "INFO" if verbose else "ERROR"
+    level = "INFO" if verbose else "CRITICAL"  # failures are reported once, by posteval
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", level)
     os.environ.setdefault("PREFECT_LOGGING_LOGGERS_PREFECT_LEVEL", level)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "info" if verbose else "error")
