@@ -6,6 +6,7 @@ run ids, metric results); model outputs go through the database, which is the ca
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -304,7 +305,14 @@ def score(
         seed=suite.seed,
         n_bootstrap=suite.bootstrap_resamples,
     )
-    results = [metric.compute(inputs) for metric in spec.bound_metrics()]
+    # The signature also names what the number was computed from, so a stored row explains itself.
+    provenance = (
+        f"|checkpoint:{checkpoint.fingerprint[:16]}|dataset:{dataset.fingerprint[:16]}|config:{chash[:16]}"
+    )
+    results = [
+        dataclasses.replace(result, signature=result.signature + provenance)
+        for result in (metric.compute(inputs) for metric in spec.bound_metrics())
+    ]
     return DatasetOutcome(dataset=dataset, keys=loaded.keys, results=results)
 
 

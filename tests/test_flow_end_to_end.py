@@ -65,6 +65,11 @@ def test_flow_stores_run_metrics_and_one_prediction_per_example(
         assert run.started_at is not None and run.finished_at is not None
         assert (metric.name, metric.value, metric.n) == ("exact_match", N_RIGHT / N_ROWS, N_ROWS)
         assert metric.ci_low <= metric.value <= metric.ci_high
+        assert metric.signature.startswith("metric:exact_match|")
+        assert (
+            f"|checkpoint:{session.get_one(Checkpoint, run.checkpoint_id).fingerprint[:16]}|"
+            in metric.signature
+        )
         assert _count(session, ExampleScore, run_id=run_id, metric="exact_match") == N_ROWS
         checkpoint = session.get_one(Checkpoint, run.checkpoint_id)
         dataset = session.get_one(Dataset, metric.dataset_id)
