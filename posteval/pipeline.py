@@ -144,9 +144,8 @@ def register_run(
     if force:
         key = sha256_json([key, utcnow().isoformat()])
     with session_scope(database_url) as session:
-        ckpt = repo.upsert_checkpoint(session, checkpoint)
-        if base is not None:
-            repo.link_base(session, ckpt.id, repo.upsert_checkpoint(session, base).id)
+        base_id = None if base is None else repo.upsert_checkpoint(session, base).id
+        ckpt = repo.upsert_checkpoint(session, checkpoint, base_id)
         suite_row = repo.upsert_suite(session, suite.suite.name, suite.fingerprint, suite.source_text)
         run, created = repo.get_or_create_run(
             session,

@@ -259,11 +259,6 @@ def save_health(
     session.flush()
 
 
-def link_base(session: Session, checkpoint_id: int, base_id: int) -> None:
-    """Record that checkpoint ``checkpoint_id`` was fine-tuned from ``base_id``."""
-    session.get_one(Checkpoint, checkpoint_id).base_checkpoint_id = base_id
-
-
 def set_gate(session: Session, run_id: str, baseline_run_id: str | None, status: str, summary: str) -> None:
     """Record the run's baseline and regression-gate outcome."""
     run = session.get_one(EvalRun, run_id)
