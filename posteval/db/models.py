@@ -13,9 +13,11 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     Boolean,
+    CheckConstraint,
     DateTime,
     Float,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     MetaData,
@@ -24,6 +26,8 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from posteval.db.types import SafeText
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -34,6 +38,12 @@ NAMING_CONVENTION = {
 }
 
 RUN_STATUSES = ("pending", "running", "succeeded", "failed")
+GATE_STATUSES = ("passed", "failed", "no_baseline", "incomparable")
+
+
+def _one_of(column: str, values: tuple[str, ...]) -> str:
+    """SQL for a CHECK that ``column`` holds one of ``values`` (NULL passes, as SQL's CHECK has it)."""
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
 
 
 def utcnow() -> datetime:
@@ -102,7 +112,11 @@ class EvalRun(CreatedAt, Base):
     """One evaluation of a checkpoint with a suite; status moves pending -> running -> succeeded|failed."""
 
     __tablename__ = "eval_runs"
-    __table_args__ = (Index("ix_eval_runs_created_at", "created_at"),)
+    __table_args__ = (
+        Index("ix_eval_runs_created_at", "created_at"),
+        CheckConstraint(_one_of("status", RUN_STATUSES), name="status"),
+        CheckConstraint(_one_of("gate_status", GATE_STATUSES), name="gate_status"),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_run_id)
     checkpoint_id: Mapped[int] = mapped_column(ForeignKey("checkpoints.id"), index=True)
@@ -114,13 +128,17 @@ class EvalRun(CreatedAt, Base):
     status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    error: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(SafeText)
     idempotency_key: Mapped[str] = mapped_column(String(64), unique=True)
     flow_run_id: Mapped[str | None] = mapped_column(String(64))
     warnings: Mapped[list[str]] = mapped_column(JSON, default=list)
     baseline_run_id: Mapped[str | None] = mapped_column(String(32))
     gate_status: Mapped[str | None] = mapped_column(String(16))  # passed, failed, no_baseline
     gate_summary: Mapped[str | None] = mapped_column(Text)
+    # The lease: whoever claimed the run (a fresh token per claim) and when it last said it is alive. A
+    # running run whose heartbeat is older than the lease is taken over by the next delivery.
+    claim_id: Mapped[str | None] = mapped_column(String(32))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     checkpoint: Mapped[Checkpoint] = relationship(lazy="raise")
     suite: Mapped[Suite] = relationship(lazy="raise")
@@ -169,7 +187,7 @@ class Prediction(CreatedAt, Base):
     dataset_fingerprint: Mapped[str] = mapped_column(String(64))
     config_hash: Mapped[str] = mapped_column(String(64))
     example_key: Mapped[str] = mapped_column(String(255))
-    output: Mapped[str | None] = mapped_column(Text)
+    output: Mapped[str | None] = mapped_column(SafeText)  # model output: arbitrary text, NUL included
     extra: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
@@ -180,6 +198,13 @@ class ExampleScore(Base):
     __table_args__ = (
         UniqueConstraint("run_id", "dataset_id", "metric", "example_key"),
         Index("ix_example_scores_run_metric", "run_id", "metric"),
+        # A score belongs to its metric row: removing the metric removes its scores.
+        ForeignKeyConstraint(
+            ["run_id", "dataset_id", "metric"],
+            ["metrics.run_id", "metrics.dataset_id", "metrics.name"],
+            name="fk_example_scores_metric_metrics",
+            ondelete="CASCADE",
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -221,7 +246,10 @@ class Baseline(CreatedAt, Base):
     """A pinned baseline for a model and suite: a run, or a checkpoint (its latest run of the suite)."""
 
     __tablename__ = "baselines"
-    __table_args__ = (UniqueConstraint("model_name", "suite_name"),)
+    __table_args__ = (
+        UniqueConstraint("model_name", "suite_name"),
+        CheckConstraint("(run_id IS NULL) <> (checkpoint_id IS NULL)", name="run_or_checkpoint"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     model_name: Mapped[str] = mapped_column(String(255))
