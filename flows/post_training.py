@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import uuid
+
 from prefect import flow
 from prefect.runtime import flow_run
 from prefect.utilities.annotations import quote
 
-from posteval.errors import GateFailed
-from posteval.pipeline import check_task_runner
+from posteval import pipeline
+from posteval.checkpoint import CheckpointInfo
+from posteval.errors import GateFailed, short_error
+from posteval.pipeline import check_task_runner, heartbeat
+from posteval.suite import Suite
 from tasks.gate import gate_task
 from tasks.health import forgetting_task, overfitting_task
 from tasks.model import run_models
@@ -52,30 +57,53 @@ def evaluate_checkpoint(
     spec = loaded.suite
     base = resolve_checkpoint_task(spec.base_model) if spec.base_model else None
     datasets = [load_dataset_task(dataset) for dataset in spec.all_datasets()]
-    run = register_run_task(ckpt, loaded, datasets, trigger, flow_run.get_id(), force, base, database_url)
+    claim = uuid.uuid4().hex  # this delivery's claim on the run: a retried claim is recognised
+    run = register_run_task(
+        ckpt, loaded, datasets, trigger, flow_run.get_id(), force, base, database_url, claim
+    )
     if run.status == "succeeded":  # a re-delivered trigger: the stored outcome stands
         return _gate_outcome(run.run_id, *gate_task(run.run_id, spec, database_url))
     try:
-        general = [dataset for dataset in datasets if dataset.spec.general]
-        work = [(ckpt, dataset) for dataset in datasets]
-        if base is not None:  # cached by the base's fingerprint: evaluated once for all its fine-tunes
-            work += [(base, dataset) for dataset in general]
-        warnings = run_models(work, spec, database_url, task_runner, dask_address)
-        outcomes = [score_task(ckpt, spec, dataset, database_url) for dataset in datasets]
-        # quote(): per-example scores are large; Prefect need not walk them looking for futures.
-        health = overfitting_task(ckpt, spec, quote(outcomes))
-        forgetting = None
-        if base is not None:
-            base_outcomes = [score_task(base, spec, dataset, database_url) for dataset in general]
-            forgetting = forgetting_task(spec, quote(base_outcomes), quote(outcomes))
-        if health is not None and health.verdict == "unknown":
-            warnings.append(f"overfitting verdict unknown: {health.reason}")
-        persist_task(run.run_id, quote(outcomes), warnings, health, forgetting, database_url)
+        with heartbeat(run, database_url=database_url):
+            _evaluate(run, ckpt, spec, datasets, base, database_url, task_runner, dask_address)
+    except (KeyboardInterrupt, SystemExit) as exc:
+        # Ctrl-C or SIGTERM: marked directly (no task, no Prefect API round trip), then re-raised.
+        pipeline.fail(run.run_id, "interrupted", database_url=database_url, claim_id=run.claim_id)
+        exc.add_note(f"posteval run {run.run_id} marked failed (interrupted)")
+        raise
     except BaseException as exc:
-        mark_failed_task(run.run_id, f"{type(exc).__name__}: {exc}", database_url)
+        mark_failed_task(run.run_id, short_error(exc), database_url, run.claim_id)
         raise
     # The evaluation succeeded and is stored; the gate decides whether the flow run fails.
     return _gate_outcome(run.run_id, *gate_task(run.run_id, spec, database_url))
+
+
+def _evaluate(
+    run: pipeline.RunRef,
+    ckpt: CheckpointInfo,
+    spec: Suite,
+    datasets: list[pipeline.DatasetRef],
+    base: CheckpointInfo | None,
+    database_url: str | None,
+    task_runner: str,
+    dask_address: str | None,
+) -> None:
+    """Model outputs, scores, training health and forgetting, then the one-transaction persist."""
+    general = [dataset for dataset in datasets if dataset.spec.general]
+    work = [(ckpt, dataset) for dataset in datasets]
+    if base is not None:  # cached by the base's fingerprint: evaluated once for all its fine-tunes
+        work += [(base, dataset) for dataset in general]
+    warnings = run_models(work, spec, database_url, task_runner, dask_address)
+    outcomes = [score_task(ckpt, spec, dataset, database_url) for dataset in datasets]
+    # quote(): per-example scores are large; Prefect need not walk them looking for futures.
+    health = overfitting_task(ckpt, spec, quote(outcomes))
+    forgetting = None
+    if base is not None:
+        base_outcomes = [score_task(base, spec, dataset, database_url) for dataset in general]
+        forgetting = forgetting_task(spec, quote(base_outcomes), quote(outcomes))
+    if health is not None and health.verdict == "unknown":
+        warnings.append(f"overfitting verdict unknown: {health.reason}")
+    persist_task(run.run_id, quote(outcomes), warnings, health, forgetting, database_url, run.claim_id)
 
 
 def _gate_outcome(run_id: str, status: str, summary: str) -> str:

@@ -51,3 +51,27 @@ class GateFailed(PostevalError):
     def __init__(self, run_id: str, summary: str) -> None:
         super().__init__(f"run {run_id}: regression gate failed: {summary}")
         self.run_id = run_id
+
+
+class RunTakenOver(RunnerError):
+    """The run's claim was lost (its lease expired and another delivery took it over, or an operator
+    reset it): this delivery stops without touching the run's stored outcome."""
+
+
+ERROR_LIMIT = 500
+
+
+def short_error(exc: BaseException, limit: int = ERROR_LIMIT) -> str:
+    """``exc`` in one short line for the run row and the terminal: never a multi-kilobyte SQL dump.
+
+    A database error is named by its driver error's first line (SQLAlchemy's text adds the statement
+    and every parameter); anything longer than ``limit`` characters is cut with a marker.
+    """
+    orig = getattr(exc, "orig", None)
+    if isinstance(orig, BaseException):  # a SQLAlchemy error: the driver's first line only
+        lines = str(orig).strip().splitlines()
+        text = f"{type(orig).__name__}: {lines[0] if lines else ''}"
+    else:
+        text = f"{type(exc).__name__}: {exc}".strip()
+    text = text.replace("\x00", "\\0")
+    return text if len(text) <= limit else text[: limit - 15] + " ...(truncated)"

@@ -8,8 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterator, Sequence
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -23,7 +29,8 @@ from posteval.data import LoadedDataset, load_dataset
 from posteval.db import repo
 from posteval.db.engine import session_scope
 from posteval.db.models import EvalRun, utcnow
-from posteval.errors import InputError, RunnerError
+from posteval.db.retry import retry_transient
+from posteval.errors import ERROR_LIMIT, InputError, RunnerError, short_error
 from posteval.forgetting import ForgettingReport, assess_forgetting
 from posteval.hashing import sha256_json
 from posteval.health import HealthReport, assess_log, assess_measured, combine, read_loss_history
@@ -48,11 +55,12 @@ class DatasetRef:
 
 @dataclass(frozen=True)
 class RunRef:
-    """The run a flow works on, and whether an earlier delivery already finished it."""
+    """The run a flow works on, whether an earlier delivery already finished it, and this delivery's claim."""
 
     run_id: str
     created: bool
     status: str
+    claim_id: str | None = None
 
 
 @dataclass
@@ -138,32 +146,106 @@ def register_run(
     force: bool = False,
     base: CheckpointInfo | None = None,
     database_url: str | None = None,
+    claim_id: str | None = None,
+    holder_finished: Callable[[str], bool | None] | None = None,
 ) -> RunRef:
-    """Create (or find) the run row and move it to running, unless an earlier delivery already succeeded."""
+    """Create (or find) the run row and claim it (-> running), unless an earlier delivery succeeded.
+
+    A run held by another delivery is taken over when that holder is gone: its heartbeat is older than
+    the lease (POSTEVAL_RUN_LEASE_S), its process on this host no longer exists, or ``holder_finished``
+    (the flow layer asks Prefect) says its flow run ended. ``claim_id`` identifies this delivery; a
+    retried claim with the same id succeeds again instead of finding the run busy.
+    """
     key = idempotency_key(checkpoint, suite, datasets)
     if force:
         key = sha256_json([key, utcnow().isoformat()])
-    with session_scope(database_url) as session:
-        base_id = None if base is None else repo.upsert_checkpoint(session, base).id
-        ckpt = repo.upsert_checkpoint(session, checkpoint, base_id)
-        suite_row = repo.upsert_suite(session, suite.suite.name, suite.fingerprint, suite.source_text)
-        run, created = repo.get_or_create_run(
-            session,
-            checkpoint_id=ckpt.id,
-            suite_id=suite_row.id,
-            model_name=checkpoint.model_name,
-            trigger=trigger,
-            idempotency_key=key,
-            flow_run_id=flow_run_id,
-        )
-        if run.status == "succeeded":
-            return RunRef(run.id, created, run.status)
-        if not repo.claim_run(session, run.id, flow_run_id):
-            raise RunnerError(
-                f"run {run.id} of this checkpoint and suite is already being evaluated "
-                f"(flow run {run.flow_run_id}); if that flow run died, evaluate again with --force"
+    claim = claim_id or uuid.uuid4().hex
+    lease = get_settings().run_lease_s
+
+    def claim_it() -> RunRef:
+        with session_scope(database_url) as session:
+            base_id = None if base is None else repo.upsert_checkpoint(session, base).id
+            ckpt = repo.upsert_checkpoint(session, checkpoint, base_id)
+            suite_row = repo.upsert_suite(session, suite.suite.name, suite.fingerprint, suite.source_text)
+            run, created = repo.get_or_create_run(
+                session,
+                checkpoint_id=ckpt.id,
+                suite_id=suite_row.id,
+                model_name=checkpoint.model_name,
+                trigger=trigger,
+                idempotency_key=key,
+                flow_run_id=flow_run_id,
             )
-        return RunRef(run.id, created, "running")
+            if run.status == "succeeded":
+                return RunRef(run.id, created, run.status)
+            holder_gone = run.status == "running" and _holder_gone(run, holder_finished)
+            claimed = repo.claim_run(
+                session,
+                run.id,
+                claim,
+                flow_run_id=flow_run_id,
+                claimed_by=HOLDER,
+                stale_before=utcnow() - timedelta(seconds=lease),
+                take_over=holder_gone,
+            )
+            if not claimed:
+                raise RunnerError(
+                    f"run {run.id} of this checkpoint and suite is already being evaluated "
+                    f"(flow run {run.flow_run_id}, {run.claimed_by or 'unknown process'}, last heartbeat "
+                    f"{run.heartbeat_at or run.started_at}); it is taken over once silent for {lease:g}s, "
+                    f"or now with `posteval runs reset {run.id[:12]}`"
+                )
+            return RunRef(run.id, created, "running", claim)
+
+    return retry_transient(claim_it, "registering the run")
+
+
+HOLDER = f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _holder_gone(run: EvalRun, holder_finished: Callable[[str], bool | None] | None) -> bool:
+    """Whether the delivery holding ``run`` is known dead: its process on this host is gone, or its
+    flow run ended (Crashed, Cancelled, or any final state) while the run still says running."""
+    host, _, pid = (run.claimed_by or "").rpartition(":")
+    if host == socket.gethostname() and pid.isdigit() and int(pid) != os.getpid():
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:  # alive, another user's
+            pass
+    if holder_finished is not None and run.flow_run_id:
+        return holder_finished(run.flow_run_id) is True
+    return False
+
+
+@contextmanager
+def heartbeat(run: RunRef, *, database_url: str | None = None) -> Iterator[None]:
+    """Beat the run's heartbeat every lease/4 seconds from a background thread while the block runs."""
+    if run.claim_id is None:
+        yield
+        return
+    claim_id = run.claim_id
+    interval = get_settings().run_lease_s / 4
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(interval):
+            try:
+                with session_scope(database_url) as session:
+                    if not repo.heartbeat(session, run.run_id, claim_id):
+                        log.warning("run %s is no longer held by this delivery", run.run_id)
+                        return
+            except Exception as exc:  # a missed beat is retried at the next interval
+                log.warning("heartbeat of run %s failed: %s", run.run_id, short_error(exc))
+
+    thread = threading.Thread(target=beat, name=f"posteval-heartbeat-{run.run_id[:8]}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
 
 
 Row = tuple[str, str | None, dict[str, Any]]  # example key, output text, extra values
@@ -255,8 +337,12 @@ def run_model(
     spec = dataset.spec
     loaded = load(spec)
     chash = config_hash(suite, spec, checkpoint)
-    with session_scope(database_url) as session:
-        done = repo.cached_keys(session, checkpoint.fingerprint, dataset.fingerprint, chash)
+
+    def stored_keys() -> set[str]:
+        with session_scope(database_url) as session:
+            return repo.cached_keys(session, checkpoint.fingerprint, dataset.fingerprint, chash)
+
+    done = retry_transient(stored_keys, f"reading stored outputs of {spec.name}")
     positions = range(len(loaded.keys)) if shard is None else shard_range(len(loaded.keys), *shard)
     todo = [i for i in positions if loaded.keys[i] not in done]
     if not todo:
@@ -272,10 +358,21 @@ def run_model(
         produce, verb = _generated_rows, "generating"
     with progress.job(f"{spec.name}: {verb}", len(todo)) as bar:
         for rows in produce(runner, suite, loaded, todo):
-            with session_scope(database_url) as session:
-                repo.add_predictions(session, checkpoint.fingerprint, dataset.fingerprint, chash, rows)
+            _store_batch(checkpoint.fingerprint, dataset.fingerprint, chash, rows, database_url)
             progress.advance(bar, len(rows))
     return [f"{spec.name}: {w}" for w in runner.warnings[warnings_before:]]
+
+
+def _store_batch(
+    checkpoint_fp: str, dataset_fp: str, chash: str, rows: list[Row], database_url: str | None
+) -> None:
+    """One batch of outputs, in one transaction; retried over a database blip (stored rows are skipped)."""
+
+    def write() -> None:
+        with session_scope(database_url) as session:
+            repo.add_predictions(session, checkpoint_fp, dataset_fp, chash, rows)
+
+    retry_transient(write, "storing a batch of model outputs")
 
 
 def score(
@@ -285,12 +382,16 @@ def score(
     spec = dataset.spec
     loaded = load(spec)
     chash = config_hash(suite, spec, checkpoint)
-    with session_scope(database_url) as session:
-        stored = repo.cached_outputs(session, checkpoint.fingerprint, dataset.fingerprint, chash)
-        missing = [key for key in loaded.keys if key not in stored]
-        if missing:
-            raise RunnerError(f"dataset {spec.name!r}: {len(missing)} outputs missing (e.g. {missing[:3]})")
-        rows = [stored[key] for key in loaded.keys]
+
+    def read() -> dict[str, repo.StoredOutput]:
+        with session_scope(database_url) as session:
+            return repo.cached_outputs(session, checkpoint.fingerprint, dataset.fingerprint, chash)
+
+    stored = retry_transient(read, f"reading the outputs of {spec.name}")
+    missing = [key for key in loaded.keys if key not in stored]
+    if missing:
+        raise RunnerError(f"dataset {spec.name!r}: {len(missing)} outputs missing (e.g. {missing[:3]})")
+    rows = [stored[key] for key in loaded.keys]
     extras = [row.extra for row in rows]
     scored_text = spec.kind == "perplexity"
     inputs = EvalInputs(
@@ -357,9 +458,31 @@ def persist(
     health: HealthReport | None = None,
     forgetting: ForgettingReport | None = None,
     database_url: str | None = None,
+    claim_id: str | None = None,
 ) -> None:
-    """One transaction: datasets, metrics, per-example scores, health reports, loss curve, succeeded."""
+    """One transaction: datasets, metrics, per-example scores, health reports, loss curve, succeeded.
+
+    Only while the run is still held by ``claim_id`` (RunTakenOver otherwise); a retry after a commit
+    whose acknowledgement was lost finds the run succeeded under the same claim and writes nothing.
+    """
+    retry_transient(
+        lambda: _persist_once(run_id, outcomes, warnings, health, forgetting, database_url, claim_id),
+        "storing the run's results",
+    )
+
+
+def _persist_once(
+    run_id: str,
+    outcomes: Sequence[DatasetOutcome],
+    warnings: Sequence[str],
+    health: HealthReport | None,
+    forgetting: ForgettingReport | None,
+    database_url: str | None,
+    claim_id: str | None,
+) -> None:
     with session_scope(database_url) as session:
+        if not repo.hold_for_persist(session, run_id, claim_id):
+            return
         for outcome in outcomes:
             ref = outcome.dataset
             row = repo.upsert_dataset(
@@ -407,12 +530,25 @@ def gate(run_id: str, suite: Suite, *, database_url: str | None = None) -> tuple
         else:
             status = "failed" if comparison.regressions else "passed"
             summary = f"against {baseline[:12]}: {comparison.summary()}"
-    with session_scope(database_url) as session:
-        repo.set_gate(session, run_id, baseline, status, summary)
+
+    def record() -> None:
+        with session_scope(database_url) as session:
+            repo.set_gate(session, run_id, baseline, status, summary)
+
+    retry_transient(record, "recording the gate outcome")
     return status, summary, comparison
 
 
-def fail(run_id: str, error: str, *, database_url: str | None = None) -> None:
-    """Mark the run failed with ``error``; nothing of it looks like a succeeded run afterwards."""
-    with session_scope(database_url) as session:
-        repo.mark_failed(session, run_id, error)
+def fail(run_id: str, error: str, *, database_url: str | None = None, claim_id: str | None = None) -> bool:
+    """Mark the run failed with ``error`` (cut to one short line) if this delivery still holds it.
+
+    Returns whether it did: a run that succeeded or was taken over is never marked failed by a late
+    retry. Nothing of a failed run looks like a succeeded run afterwards.
+    """
+    message = error if len(error) <= ERROR_LIMIT else error[: ERROR_LIMIT - 15] + " ...(truncated)"
+
+    def write() -> bool:
+        with session_scope(database_url) as session:
+            return repo.mark_failed(session, run_id, message, claim_id)
+
+    return retry_transient(write, "marking the run failed")

@@ -23,6 +23,11 @@ class Settings(BaseSettings):
     dtype: str = "auto"
     max_length: int | None = Field(default=None, gt=0)  # cap on the HF model's context (rolling windows too)
     sqlite_busy_timeout_ms: int = 30_000
+    # Reliability (docs/reliability.md): a running run's heartbeat is written every lease/4 seconds and a
+    # run silent for longer than the lease is taken over; transient database errors (a restart, a
+    # refused connection, SQLite busy) are retried with backoff for at most db_retry_s seconds.
+    run_lease_s: float = Field(default=120.0, gt=0)
+    db_retry_s: float = Field(default=60.0, ge=0)
     # The openai runner: the *name* of the variable holding the API key (the key itself is never read
     # into settings, so it cannot end up in a log or the database), and its request policy.
     openai_api_key_env: str | None = None

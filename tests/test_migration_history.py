@@ -32,55 +32,131 @@ OUTPUT = "Ünïcode ✓ 'quoted' \\ back\nslash"
 def demo_rows() -> dict[str, list[dict[str, Any]]]:
     """A demo run's worth of rows, by table, with the columns posteval has had so far."""
     metrics = [
-        {"id": 1 + len(METRICS) * (2 * r + d) + m, "run_id": run, "dataset_id": d + 1, "name": name,
-         "value": 0.5 + m / 10, "ci_low": 0.4, "ci_high": 0.6, "n": len(KEYS), "higher_is_better": True,
-         "signature": f"sig|{name}", "details": {"confusion": [[1, 2], [3, 4]]}}
-        for r, run in enumerate((RUN_A, RUN_B)) for d in range(2) for m, name in enumerate(METRICS)
+        {
+            "id": 1 + len(METRICS) * (2 * r + d) + m,
+            "run_id": run,
+            "dataset_id": d + 1,
+            "name": name,
+            "value": 0.5 + m / 10,
+            "ci_low": 0.4,
+            "ci_high": 0.6,
+            "n": len(KEYS),
+            "higher_is_better": True,
+            "signature": f"sig|{name}",
+            "details": {"confusion": [[1, 2], [3, 4]]},
+        }
+        for r, run in enumerate((RUN_A, RUN_B))
+        for d in range(2)
+        for m, name in enumerate(METRICS)
     ]
     return {
         "checkpoints": [
-            {"id": 1, "fingerprint": "f" * 64, "path": "/models/base", "model_name": "contracts",
-             "base_checkpoint_id": None, "training_step": None, "is_adapter": False},
-            {"id": 2, "fingerprint": "e" * 64, "path": "/models/ft", "model_name": "contracts",
-             "base_checkpoint_id": 1, "training_step": 40, "is_adapter": True},
+            {
+                "id": 1,
+                "fingerprint": "f" * 64,
+                "path": "/models/base",
+                "model_name": "contracts",
+                "base_checkpoint_id": None,
+                "training_step": None,
+                "is_adapter": False,
+            },
+            {
+                "id": 2,
+                "fingerprint": "e" * 64,
+                "path": "/models/ft",
+                "model_name": "contracts",
+                "base_checkpoint_id": 1,
+                "training_step": 40,
+                "is_adapter": True,
+            },
         ],
-        "suites": [{"id": 1, "name": "contracts", "fingerprint": "s" * 64, "source_text": "name: contracts\n"}],
+        "suites": [
+            {"id": 1, "name": "contracts", "fingerprint": "s" * 64, "source_text": "name: contracts\n"}
+        ],
         "datasets": [
             {"id": 1, "name": "contract-type", "fingerprint": "d" * 64, "row_count": 5, "path": "a.jsonl"},
             {"id": 2, "name": "general", "fingerprint": "g" * 64, "row_count": 5, "path": "b.jsonl"},
         ],
         "eval_runs": [
-            {"id": run, "checkpoint_id": i + 1, "suite_id": 1, "model_name": "contracts", "trigger": "manual",
-             "status": "succeeded", "started_at": WHEN, "finished_at": WHEN, "error": None,
-             "idempotency_key": str(i) * 64, "flow_run_id": None, "warnings": ["w"],
-             "baseline_run_id": RUN_A if i else None, "gate_status": "passed" if i else "no_baseline",
-             "gate_summary": "ok", "claim_id": None, "heartbeat_at": None}
+            {
+                "id": run,
+                "checkpoint_id": i + 1,
+                "suite_id": 1,
+                "model_name": "contracts",
+                "trigger": "manual",
+                "status": "succeeded",
+                "started_at": WHEN,
+                "finished_at": WHEN,
+                "error": None,
+                "idempotency_key": str(i) * 64,
+                "flow_run_id": None,
+                "warnings": ["w"],
+                "baseline_run_id": RUN_A if i else None,
+                "gate_status": "passed" if i else "no_baseline",
+                "gate_summary": "ok",
+                "claim_id": None,
+                "claimed_by": None,
+                "heartbeat_at": None,
+            }
             for i, run in enumerate((RUN_A, RUN_B))
         ],
         "metrics": metrics,
         "example_scores": [
-            {"id": 1 + len(KEYS) * j + k, "run_id": m["run_id"], "dataset_id": m["dataset_id"],
-             "metric": m["name"], "example_key": key, "value": float(k % 2)}
-            for j, m in enumerate(metrics) for k, key in enumerate(KEYS)
+            {
+                "id": 1 + len(KEYS) * j + k,
+                "run_id": m["run_id"],
+                "dataset_id": m["dataset_id"],
+                "metric": m["name"],
+                "example_key": key,
+                "value": float(k % 2),
+            }
+            for j, m in enumerate(metrics)
+            for k, key in enumerate(KEYS)
         ],
         "predictions": [
-            {"id": 1 + 10 * c + 5 * d + k, "checkpoint_fingerprint": fp, "dataset_fingerprint": dfp,
-             "config_hash": "c" * 64, "example_key": key, "output": f"{OUTPUT} {k}", "extra": {"logprob": -1.5}}
-            for c, fp in enumerate(("f" * 64, "e" * 64)) for d, dfp in enumerate(("d" * 64, "g" * 64))
+            {
+                "id": 1 + 10 * c + 5 * d + k,
+                "checkpoint_fingerprint": fp,
+                "dataset_fingerprint": dfp,
+                "config_hash": "c" * 64,
+                "example_key": key,
+                "output": f"{OUTPUT} {k}",
+                "extra": {"logprob": -1.5},
+            }
+            for c, fp in enumerate(("f" * 64, "e" * 64))
+            for d, dfp in enumerate(("d" * 64, "g" * 64))
             for k, key in enumerate(KEYS)
         ],
         "loss_points": [
-            {"id": 1 + 3 * s + step, "checkpoint_id": 2, "step": 10 * step, "split": split, "value": 2.0 - step}
-            for s, split in enumerate(("train", "eval")) for step in range(3)
+            {
+                "id": 1 + 3 * s + step,
+                "checkpoint_id": 2,
+                "step": 10 * step,
+                "split": split,
+                "value": 2.0 - step,
+            }
+            for s, split in enumerate(("train", "eval"))
+            for step in range(3)
         ],
         "health_reports": [
-            {"id": 1 + i, "run_id": RUN_B, "kind": kind, "verdict": "healthy", "reason": "fine",
-             "details": {"gap": 0.1}}
+            {
+                "id": 1 + i,
+                "run_id": RUN_B,
+                "kind": kind,
+                "verdict": "healthy",
+                "reason": "fine",
+                "details": {"gap": 0.1},
+            }
             for i, kind in enumerate(("overfitting", "forgetting"))
         ],
         "baselines": [
-            {"id": 1, "model_name": "contracts", "suite_name": "contracts", "run_id": RUN_A,
-             "checkpoint_id": None}
+            {
+                "id": 1,
+                "model_name": "contracts",
+                "suite_name": "contracts",
+                "run_id": RUN_A,
+                "checkpoint_id": None,
+            }
         ],
     }
 

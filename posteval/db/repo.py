@@ -5,9 +5,10 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -24,6 +25,7 @@ from posteval.db.models import (
     Suite,
     utcnow,
 )
+from posteval.errors import RunTakenOver
 from posteval.results import MetricResult
 
 
@@ -107,23 +109,102 @@ def get_or_create_run(
     return run, True
 
 
-def claim_run(session: Session, run_id: str, flow_run_id: str | None = None) -> bool:
-    """pending (or failed, on a retry) -> running, atomically: False if another flow holds the run."""
+def claim_run(
+    session: Session,
+    run_id: str,
+    claim_id: str,
+    *,
+    flow_run_id: str | None = None,
+    claimed_by: str | None = None,
+    stale_before: datetime | None = None,
+    take_over: bool = False,
+) -> bool:
+    """Move the run to running under ``claim_id``, atomically; False if a live holder has it.
+
+    Claimable: a pending or failed run; a running run already under ``claim_id`` (a retried claim); a
+    running run whose heartbeat is older than ``stale_before`` (its holder stopped beating); any running
+    run when ``take_over`` (its holder is known dead). A succeeded run is never claimed.
+    """
+    claimable = EvalRun.status.in_(("pending", "failed")) | (
+        (EvalRun.status == "running") & (EvalRun.claim_id == claim_id)
+    )
+    if take_over:
+        claimable |= EvalRun.status == "running"
+    elif stale_before is not None:
+        beat = func.coalesce(EvalRun.heartbeat_at, EvalRun.started_at)
+        claimable |= (EvalRun.status == "running") & ((beat < stale_before) | (beat.is_(None)))
+    now = utcnow()
     claimed = session.execute(
         update(EvalRun)
-        .where(EvalRun.id == run_id, EvalRun.status.in_(("pending", "failed")))
-        .values(status="running", started_at=utcnow(), finished_at=None, error=None, flow_run_id=flow_run_id)
+        .where(EvalRun.id == run_id, claimable)
+        .values(
+            status="running",
+            started_at=now,
+            heartbeat_at=now,
+            finished_at=None,
+            error=None,
+            flow_run_id=flow_run_id,
+            claim_id=claim_id,
+            claimed_by=claimed_by,
+        )
         .execution_options(synchronize_session=False)
     )
     return bool(getattr(claimed, "rowcount", 0))
 
 
-def mark_failed(session: Session, run_id: str, error: str) -> None:
-    """-> failed with ``error``; any metrics or scores of the run are removed so nothing looks succeeded."""
+def _held(run_id: str, claim_id: str | None) -> Any:
+    """The condition "the run is running under ``claim_id``" (any claim when None)."""
+    held = (EvalRun.id == run_id) & (EvalRun.status == "running")
+    return held if claim_id is None else held & (EvalRun.claim_id == claim_id)
+
+
+def heartbeat(session: Session, run_id: str, claim_id: str) -> bool:
+    """Record that the holder of ``claim_id`` is alive; False if the run is no longer held by it."""
+    beat = session.execute(
+        update(EvalRun)
+        .where(_held(run_id, claim_id))
+        .values(heartbeat_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(beat, "rowcount", 0))
+
+
+def mark_failed(session: Session, run_id: str, error: str, claim_id: str | None = None) -> bool:
+    """running -> failed with ``error``, only while the run is held by ``claim_id``; returns whether it
+    changed. Any metrics or scores of the run are removed so nothing looks succeeded. A run that
+    succeeded, or that another delivery took over, is left exactly as it is (a late retry is a no-op).
+    """
+    failed = session.execute(
+        update(EvalRun)
+        .where(_held(run_id, claim_id))
+        .values(status="failed", finished_at=utcnow(), error=error, claim_id=None)
+        .execution_options(synchronize_session=False)
+    )
+    if not getattr(failed, "rowcount", 0):
+        return False
     for model in (ExampleScore, Metric, HealthReport):
         session.execute(delete(model).where(model.run_id == run_id))
-    run = session.get_one(EvalRun, run_id)
-    run.status, run.finished_at, run.error = "failed", utcnow(), error
+    return True
+
+
+def reset_run(session: Session, run_id: str, reason: str) -> str:
+    """An operator's reset: a pending or running run -> failed with ``reason``; returns the old status.
+
+    The run's claim is dropped, so a holder that is still alive somewhere can no longer write its outcome;
+    the next delivery claims the run and resumes from the stored outputs. Other statuses are unchanged.
+    """
+    run = session.get_one(EvalRun, run_id, with_for_update=True)
+    previous = run.status
+    if previous in ("pending", "running"):
+        for model in (ExampleScore, Metric, HealthReport):
+            session.execute(delete(model).where(model.run_id == run_id))
+        session.execute(
+            update(EvalRun)
+            .where(EvalRun.id == run_id)
+            .values(status="failed", error=reason, finished_at=utcnow(), claim_id=None)
+            .execution_options(synchronize_session=False)
+        )
+    return previous
 
 
 @dataclass(frozen=True)
@@ -227,8 +308,21 @@ def save_results(
     session.flush()
 
 
+def hold_for_persist(session: Session, run_id: str, claim_id: str | None) -> bool:
+    """Lock the run for its final write; True to go on, False if it already succeeded under this claim
+    (a retried persist whose first attempt committed). Raises RunTakenOver if the claim is lost."""
+    run = session.get_one(EvalRun, run_id, with_for_update=True, populate_existing=True)
+    if run.status == "succeeded" and claim_id is not None and run.claim_id == claim_id:
+        return False
+    if run.status != "running" or (claim_id is not None and run.claim_id != claim_id):
+        raise RunTakenOver(
+            f"run {run_id} is {run.status} and no longer held by this delivery; its outcome is left as is"
+        )
+    return True
+
+
 def mark_succeeded(session: Session, run_id: str, warnings: Sequence[str] = ()) -> None:
-    """running -> succeeded."""
+    """running -> succeeded (after :func:`hold_for_persist` checked the claim in the same transaction)."""
     run = session.get_one(EvalRun, run_id)
     run.status, run.finished_at, run.warnings = "succeeded", utcnow(), list(warnings)
 

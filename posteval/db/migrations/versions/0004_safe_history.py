@@ -28,6 +28,7 @@ def upgrade() -> None:
     """Upgrade schema."""
     with op.batch_alter_table('eval_runs', schema=None) as batch_op:
         batch_op.add_column(sa.Column('claim_id', sa.String(length=32), nullable=True))
+        batch_op.add_column(sa.Column('claimed_by', sa.String(length=255), nullable=True))
         batch_op.add_column(sa.Column('heartbeat_at', sa.DateTime(timezone=True), nullable=True))
         batch_op.create_check_constraint(op.f('ck_eval_runs_status'), RUN_STATUS)
         batch_op.create_check_constraint(op.f('ck_eval_runs_gate_status'), GATE_STATUS)
@@ -57,4 +58,5 @@ def downgrade() -> None:
         batch_op.drop_constraint(op.f('ck_eval_runs_gate_status'), type_='check')
         batch_op.drop_constraint(op.f('ck_eval_runs_status'), type_='check')
         batch_op.drop_column('heartbeat_at')
+        batch_op.drop_column('claimed_by')
         batch_op.drop_column('claim_id')
