@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 from prefect import flow
+from prefect.exceptions import TerminationSignal
 from prefect.runtime import flow_run
 from prefect.utilities.annotations import quote
 
@@ -66,8 +67,9 @@ def evaluate_checkpoint(
     try:
         with heartbeat(run, database_url=database_url):
             _evaluate(run, ckpt, spec, datasets, base, database_url, task_runner, dask_address)
-    except (KeyboardInterrupt, SystemExit) as exc:
-        # Ctrl-C or SIGTERM: marked directly (no task, no Prefect API round trip), then re-raised.
+    except (KeyboardInterrupt, SystemExit, TerminationSignal) as exc:
+        # Ctrl-C or SIGTERM (Prefect's own SIGTERM bridge raises TerminationSignal during a flow run):
+        # marked directly (no task, no Prefect API round trip), then re-raised.
         pipeline.fail(run.run_id, "interrupted", database_url=database_url, claim_id=run.claim_id)
         exc.add_note(f"posteval run {run.run_id} marked failed (interrupted)")
         raise

@@ -18,7 +18,7 @@ from rich.markup import escape
 
 from posteval import progress, queries
 from posteval.cli_automation import DaskAddressOpt, TaskRunnerOpt, serve, trigger
-from posteval.errors import GateFailed, InputError, PostevalError
+from posteval.errors import GateFailed, InputError, PostevalError, short_error
 from posteval.output import Format, emit
 from posteval.render import RichProgress, comparison_table, console, err_console, print_run, progress_bar
 
@@ -82,7 +82,7 @@ def _guard(fn: Callable[[], Any]) -> Any:
         raise
     except Exception as exc:  # a bug or an environment problem: one line and exit 3, never exit 1
         logging.getLogger("posteval").info("unexpected error", exc_info=True)  # shown with --verbose
-        _fail(RuntimeFailure(f"{type(exc).__name__}: {exc} (run with --verbose for details)"))
+        _fail(RuntimeFailure(f"{short_error(exc)} (run with --verbose for details)"))
 
 
 def run_evaluation(
@@ -114,6 +114,9 @@ def run_evaluation(
     for spec in loaded.all_datasets():
         prepare_dataset(spec)
     upgrade(database_url)
+    from posteval.interrupts import detach_prefect_server
+
+    detach_prefect_server()
     from flows.post_training import evaluate_checkpoint
 
     with progress_bar() as bar:
@@ -157,25 +160,73 @@ def evaluate(
     fmt: FormatOpt = Format.table,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Evaluate CHECKPOINT on a suite; exit 0 ok, 1 regression gate failed, 2 bad input, 3 runtime error."""
+    """Evaluate CHECKPOINT on a suite; exit 0 ok, 1 regression gate failed, 2 bad input, 3 runtime error
+    (130 after Ctrl-C, 143 after SIGTERM: the run is marked failed, "interrupted")."""
     _quiet(verbose)
+    from posteval.interrupts import exit_code, graceful_signals
+
     try:
-        run_id = _guard(
-            lambda: run_evaluation(
-                checkpoint,
-                str(suite),
-                model_name=model_name,
-                force=force,
-                adapter_base=base,
-                task_runner=task_runner,
-                dask_address=dask_address,
+        with graceful_signals():
+            run_id = _guard(
+                lambda: run_evaluation(
+                    checkpoint,
+                    str(suite),
+                    model_name=model_name,
+                    force=force,
+                    adapter_base=base,
+                    task_runner=task_runner,
+                    dask_address=dask_address,
+                )
             )
-        )
+    except KeyboardInterrupt as interrupt:
+        _interrupted(interrupt)
+        raise typer.Exit(exit_code(interrupt)) from None
     except GateFailed as failed:  # the run is stored: show it, then exit 1
         failed_run = failed.run_id
         _guard(lambda: print_run(failed_run, fmt))
         raise typer.Exit(failed.exit_code) from None
     _guard(lambda: print_run(run_id, fmt))
+
+
+def _interrupted(interrupt: KeyboardInterrupt) -> None:
+    """One line: what stopped the evaluation and which run this process marked failed."""
+    from posteval.interrupts import Terminated
+
+    what = "SIGTERM" if isinstance(interrupt, Terminated) else "Ctrl-C"
+    try:
+        run_id = queries.interrupted_run()
+    except Exception:  # the database itself may be what is gone
+        run_id = None
+    done = (
+        f"run {run_id[:12]} marked failed (interrupted); evaluate again to resume from its stored outputs"
+        if run_id
+        else "no run was marked (it had not started)"
+    )
+    err_console.print(f"[bold red]interrupted[/] by {what}: {done}", highlight=False, soft_wrap=True)
+
+
+@runs_app.command("reset")
+def runs_reset(
+    run: Annotated[str, typer.Argument(help="A run id or a unique prefix of at least 4 characters.")],
+) -> None:
+    """Mark a stuck pending or running run failed, so the next evaluation claims and resumes it."""
+    _quiet(False)
+
+    def reset() -> tuple[str, str]:
+        from posteval.db import repo
+        from posteval.db.engine import session_scope
+
+        run_id = queries.resolve_run_id(run)
+        with session_scope() as session:
+            return run_id, repo.reset_run(session, run_id, "reset by operator (posteval runs reset)")
+
+    run_id, previous = _guard(lambda: _with_schema(reset))
+    if previous in ("pending", "running"):
+        console.print(
+            f"run {run_id[:12]}: {previous} -> failed; the next evaluation resumes it", highlight=False
+        )
+    else:
+        console.print(f"run {run_id[:12]} is {previous}: nothing to reset", highlight=False)
 
 
 @runs_app.command("list")

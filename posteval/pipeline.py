@@ -184,7 +184,7 @@ def register_run(
                 run.id,
                 claim,
                 flow_run_id=flow_run_id,
-                claimed_by=HOLDER,
+                claimed_by=repo.holder(),
                 stale_before=utcnow() - timedelta(seconds=lease),
                 take_over=holder_gone,
             )
@@ -198,9 +198,6 @@ def register_run(
             return RunRef(run.id, created, "running", claim)
 
     return retry_transient(claim_it, "registering the run")
-
-
-HOLDER = f"{socket.gethostname()}:{os.getpid()}"
 
 
 def _holder_gone(run: EvalRun, holder_finished: Callable[[str], bool | None] | None) -> bool:

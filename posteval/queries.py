@@ -91,6 +91,20 @@ def resolve_run_id(prefix: str, *, database_url: str | None = None) -> str:
     raise InputError(f"run id {prefix!r} is ambiguous: it matches {', '.join(matches)}")
 
 
+def interrupted_run(*, database_url: str | None = None) -> str | None:
+    """The run this process last marked failed as interrupted, if any (for the CLI's one-line report)."""
+    from posteval.db.repo import holder
+
+    with session_scope(database_url) as session:
+        query = (
+            select(EvalRun.id)
+            .where(EvalRun.claimed_by == holder(), EvalRun.status == "failed", EvalRun.error == "interrupted")
+            .order_by(EvalRun.finished_at.desc())
+            .limit(1)
+        )
+        return session.scalars(query).first()
+
+
 def run_metrics(run_id: str, *, database_url: str | None = None) -> pd.DataFrame:
     """The metric rows of one run: dataset, name, value, ci_low, ci_high, n, higher_is_better."""
     query = (

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+import socket
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -150,6 +152,11 @@ def claim_run(
         .execution_options(synchronize_session=False)
     )
     return bool(getattr(claimed, "rowcount", 0))
+
+
+def holder() -> str:
+    """This process as a run's holder: ``host:pid`` (the lease's quick check that a holder still lives)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def _held(run_id: str, claim_id: str | None) -> Any:
