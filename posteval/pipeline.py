@@ -189,11 +189,12 @@ def register_run(
                 take_over=holder_gone,
             )
             if not claimed:
+                beat = run.heartbeat_at or run.started_at
                 raise RunnerError(
                     f"run {run.id} of this checkpoint and suite is already being evaluated "
-                    f"(flow run {run.flow_run_id}, {run.claimed_by or 'unknown process'}, last heartbeat "
-                    f"{run.heartbeat_at or run.started_at}); it is taken over once silent for {lease:g}s, "
-                    f"or now with `posteval runs reset {run.id[:12]}`"
+                    f"(flow run {run.flow_run_id}) by {run.claimed_by or 'an unknown process'}, last "
+                    f"heartbeat {beat:%Y-%m-%d %H:%M:%S}; it is taken over once silent for {lease:g}s, "
+                    f"or now after `posteval runs reset {run.id[:12]}`"
                 )
             return RunRef(run.id, created, "running", claim)
 

@@ -305,6 +305,8 @@ def save_results(
                 details=result.details,
             )
         )
+    session.flush()  # the metric rows first: every score references its metric
+    for result in results:
         if result.per_example is not None and len(result.per_example) == len(keys):
             session.add_all(
                 ExampleScore(
