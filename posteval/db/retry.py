@@ -71,10 +71,9 @@ def retry_transient(fn: Callable[[], T], what: str, budget_s: float | None = Non
             if not is_transient(exc):
                 raise
             if time.monotonic() + delay > deadline:
-                first = str(getattr(exc, "orig", None) or exc).strip().splitlines()[:1]
-                raise DatabaseError(
-                    f"database unavailable for {budget:g}s while {what}: {first[0] if first else exc!r}"
-                ) from exc
+                lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+                first = lines[0] if lines else type(exc).__name__
+                raise DatabaseError(f"database unavailable for {budget:g}s while {what}: {first}") from exc
             log.warning("database unavailable while %s; retrying in %.1fs", what, delay)
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
