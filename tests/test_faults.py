@@ -48,9 +48,17 @@ def _suite(folder: Path, rows: int, tokens: int) -> Path:
     return path
 
 
+PREFECT_HOME = Path(tempfile.mkdtemp(prefix="posteval-faults-prefect-"))  # its database is migrated once
+
+
 def _env(home: Path, database_url: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("POSTEVAL_", "PREFECT_API"))}
-    env |= {"POSTEVAL_HOME": str(home), "POSTEVAL_DATABASE_URL": database_url, "PREFECT_HOME": str(home)}
+    env |= {
+        "POSTEVAL_HOME": str(home),
+        "POSTEVAL_DATABASE_URL": database_url,
+        "PREFECT_HOME": str(PREFECT_HOME),
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",  # two shared cores can be slow
+    }
     return env | extra
 
 
@@ -65,10 +73,17 @@ def _evaluate(checkpoint: Path, suite: Path, env: dict[str, str], *args: str) ->
     )
 
 
-def _wait_for(condition: Callable[[], bool], what: str, limit_s: float = 240) -> None:
+def _wait_for(
+    condition: Callable[[], bool], what: str, limit_s: float = 240, proc: subprocess.Popen[str] | None = None
+) -> None:
     deadline = time.monotonic() + limit_s
     while not condition():
+        if proc is not None and proc.poll() is not None:
+            pytest.fail(f"the evaluation exited {proc.returncode} before {what}: {proc.communicate()[1]}")
         if time.monotonic() > deadline:
+            if proc is not None:
+                proc.kill()
+                pytest.fail(f"gave up waiting for {what}: {proc.communicate()[1]}")
             pytest.fail(f"gave up waiting for {what}")
         time.sleep(0.05)
 
@@ -108,7 +123,9 @@ def test_sigkill_mid_run_then_the_same_command_resumes(tmp_path: Path, base_chec
     env = _env(tmp_path, f"sqlite:///{db}")
     first = _evaluate(base_checkpoint, suite, env)
     at_batch = random.randint(1, 30)
-    _wait_for(lambda: _sqlite_count(db, "SELECT count(*) FROM predictions") >= at_batch, "model outputs")
+    _wait_for(
+        lambda: _sqlite_count(db, "SELECT count(*) FROM predictions") >= at_batch, "model outputs", proc=first
+    )
     children = _family(first)
     assert children, "the evaluation runs Prefect's temporary server as a child"
     first.kill()
@@ -136,7 +153,7 @@ def test_an_interrupt_stops_the_run_cleanly(
     db = tmp_path / "posteval.db"
     suite = _suite(tmp_path, rows=40, tokens=24)
     proc = _evaluate(base_checkpoint, suite, _env(tmp_path, f"sqlite:///{db}"))
-    _wait_for(lambda: _sqlite_count(db, "SELECT count(*) FROM predictions") >= 2, "model outputs")
+    _wait_for(lambda: _sqlite_count(db, "SELECT count(*) FROM predictions") >= 2, "model outputs", proc=proc)
     children = _family(proc)
     if sig == signal.SIGINT:
         os.killpg(proc.pid, sig)  # a terminal's Ctrl-C reaches the whole foreground process group
@@ -287,7 +304,7 @@ def test_a_database_restart_mid_run_is_survived(
     count = _pg_count(url)
     suite = _suite(tmp_path, rows=40, tokens=24)
     proc = _evaluate(base_checkpoint, suite, _env(tmp_path, url))
-    _wait_for(lambda: count("SELECT count(*) FROM predictions") >= 3, "model outputs")
+    _wait_for(lambda: count("SELECT count(*) FROM predictions") >= 3, "model outputs", proc=proc)
     restart()
     assert proc.poll() is None, "the evaluation was still running when the database came back"
     _out, err = proc.communicate(timeout=300)
