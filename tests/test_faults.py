@@ -270,9 +270,9 @@ def own_cluster() -> Iterator[tuple[str, Callable[[], None]]]:
     options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off"
 
     def pg_ctl(*args: str) -> None:
-        subprocess.run(
-            [*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), *args], check=True, capture_output=True
-        )
+        # -l: the server writes to a log file, so it holds none of our pipes open
+        command = [*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(folder / "log"), *args]
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
 
     subprocess.run(
         [*as_user, str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
@@ -291,7 +291,9 @@ def own_cluster() -> Iterator[tuple[str, Callable[[], None]]]:
     finally:
         subprocess.run(
             [*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-            capture_output=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=120,
         )
         shutil.rmtree(folder, ignore_errors=True)
 
