@@ -325,3 +325,49 @@ def test_eight_processes_migrate_a_fresh_postgres_database_at_once(tmp_path: Pat
 
     for url in _postgres_database():
         _upgrade_concurrently(url, 8, tmp_path / "go")
+
+
+def test_the_heartbeat_is_renewed_while_the_run_works(
+    db_url: str, run_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from posteval.pipeline import RunRef, heartbeat
+    from posteval.settings import get_settings
+
+    monkeypatch.setenv("POSTEVAL_RUN_LEASE_S", "0.2")  # a beat every 0.05 s
+    get_settings.cache_clear()
+    try:
+        with session_scope(db_url) as session:
+            repo.claim_run(session, run_id, "a" * 32)
+            session.execute(update(EvalRun).where(EvalRun.id == run_id).values(heartbeat_at=None))
+        with heartbeat(RunRef(run_id, False, "running", "a" * 32), database_url=db_url):
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                with session_scope(db_url) as session:
+                    if session.get_one(EvalRun, run_id, populate_existing=True).heartbeat_at is not None:
+                        break
+                time.sleep(0.05)
+        with session_scope(db_url) as session:
+            assert session.get_one(EvalRun, run_id).heartbeat_at is not None
+    finally:
+        monkeypatch.delenv("POSTEVAL_RUN_LEASE_S")
+        get_settings.cache_clear()
+
+
+def test_runs_reset_on_the_command_line(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    from posteval.db.migrate import upgrade
+
+    upgrade(url)
+    with session_scope(url) as session:
+        run_id = _run(session)
+        repo.claim_run(session, run_id, "a" * 32)
+    env = {"POSTEVAL_HOME": str(tmp_path), "POSTEVAL_DATABASE_URL": url, "PATH": "/usr/bin:/bin"}
+    command = [sys.executable, "-m", "posteval.cli", "runs", "reset", run_id[:8]]
+    first = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    assert (first.returncode, first.stdout.strip()) == (
+        0,
+        f"run {run_id[:12]}: running -> failed; the next evaluation resumes it",
+    ), first.stderr
+    again = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    assert again.stdout.strip() == f"run {run_id[:12]} is failed: nothing to reset"
+    assert _status(url, run_id) == ("failed", None, "reset by operator (posteval runs reset)")
