@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -204,8 +203,8 @@ def register_run(
 def _holder_gone(run: EvalRun, holder_finished: Callable[[str], bool | None] | None) -> bool:
     """Whether the delivery holding ``run`` is known dead: its process on this host is gone, or its
     flow run ended (Crashed, Cancelled, or any final state) while the run still says running."""
-    host, _, pid = (run.claimed_by or "").rpartition(":")
-    if host == socket.gethostname() and pid.isdigit() and int(pid) != os.getpid():
+    place, _, pid = (run.claimed_by or "").rpartition(":")
+    if place == repo.here() and pid.isdigit() and int(pid) != os.getpid():
         try:
             os.kill(int(pid), 0)
         except ProcessLookupError:

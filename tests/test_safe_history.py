@@ -143,9 +143,7 @@ def test_a_holder_whose_process_is_gone_is_taken_over_at_once(db_url: str, run_i
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     with session_scope(db_url) as session:
-        assert repo.claim_run(
-            session, run_id, "a" * 32, claimed_by=f"{repo.holder().split(':')[0]}:{dead.pid}"
-        )
+        assert repo.claim_run(session, run_id, "a" * 32, claimed_by=f"{repo.here()}:{dead.pid}")
         run = session.get_one(EvalRun, run_id)
         session.refresh(run)
         assert _holder_gone(run, None) is True

@@ -138,7 +138,7 @@ class EvalRun(CreatedAt, Base):
     # The lease: whoever claimed the run (a fresh token per claim) and when it last said it is alive. A
     # running run whose heartbeat is older than the lease is taken over by the next delivery.
     claim_id: Mapped[str | None] = mapped_column(String(32))
-    claimed_by: Mapped[str | None] = mapped_column(String(255))  # host:pid of the claiming process
+    claimed_by: Mapped[str | None] = mapped_column(String(255))  # host/pid namespace:pid of the claimer
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     checkpoint: Mapped[Checkpoint] = relationship(lazy="raise")

@@ -154,9 +154,18 @@ def claim_run(
     return bool(getattr(claimed, "rowcount", 0))
 
 
+def here() -> str:
+    """Where process ids mean the same thing: the host name and, on Linux, the pid namespace (two
+    containers may share a host name but never a pid namespace)."""
+    try:
+        return f"{socket.gethostname()}/pidns-{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        return socket.gethostname()
+
+
 def holder() -> str:
-    """This process as a run's holder: ``host:pid`` (the lease's quick check that a holder still lives)."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """This process as a run's holder, ``here():pid``: the lease's quick check that a holder still lives."""
+    return f"{here()}:{os.getpid()}"
 
 
 def _held(run_id: str, claim_id: str | None) -> Any:
