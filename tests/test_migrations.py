@@ -17,6 +17,7 @@ TABLES = {
     "metrics",
     "predictions",
     "example_scores",
+    "example_stats",
     "loss_points",
     "health_reports",
     "baselines",

@@ -17,6 +17,7 @@ from posteval.db.models import (
     Dataset,
     EvalRun,
     ExampleScore,
+    ExampleStats,
     HealthReport,
     LossPoint,
     Metric,
@@ -120,7 +121,7 @@ def claim_run(session: Session, run_id: str, flow_run_id: str | None = None) -> 
 
 def mark_failed(session: Session, run_id: str, error: str) -> None:
     """-> failed with ``error``; any metrics or scores of the run are removed so nothing looks succeeded."""
-    for model in (ExampleScore, Metric, HealthReport):
+    for model in (ExampleScore, ExampleStats, Metric, HealthReport):
         session.execute(delete(model).where(model.run_id == run_id))
     run = session.get_one(EvalRun, run_id)
     run.status, run.finished_at, run.error = "failed", utcnow(), error
@@ -201,7 +202,7 @@ def save_results(
     keys: Sequence[str],
     results: Sequence[MetricResult],
 ) -> None:
-    """Metrics of one dataset with their per-example scores (in ``keys`` order)."""
+    """Metrics of one dataset with their per-example scores and statistics (in ``keys`` order)."""
     for result in results:
         session.add(
             Metric(
@@ -215,8 +216,16 @@ def save_results(
                 higher_is_better=result.higher_is_better,
                 signature=result.signature,
                 details=result.details,
+                aggregation=result.aggregation,
             )
         )
+        if result.stats is not None and len(result.stats) == len(keys):
+            session.add_all(
+                ExampleStats(
+                    run_id=run_id, dataset_id=dataset_id, metric=result.name, example_key=key, stats=row
+                )
+                for key, row in zip(keys, result.stats, strict=True)
+            )
         if result.per_example is not None and len(result.per_example) == len(keys):
             session.add_all(
                 ExampleScore(
