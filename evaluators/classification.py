@@ -10,7 +10,6 @@ average, and zero divisions score ``zero_division``).
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Literal
 
 import numpy as np
@@ -143,7 +142,14 @@ def _averaged_result(
             data.references, data.predicted, average=average, zero_division=zero_division
         )[index]
     labels = list(dict.fromkeys(str(label) for label in inputs.labels or data.order))
-    result = corpus_result(
+    # The value averages over the labels that occur (``<invalid>`` included), so its CI does too; the
+    # stored statistics are over the suite's label set, the same width in every run, for paired tests.
+    ci = corpus_ci(
+        inputs,
+        prf_stats(data),
+        lambda sums: prf_from_sums(sums, average=average, zero_division=zero_division)[index],
+    )
+    return corpus_result(
         name,
         float(value),
         inputs,
@@ -154,19 +160,12 @@ def _averaged_result(
             "average": average,
             "zero_division": zero_division,
         },
+        ci=ci,
         higher_is_better=True,
         options=options,
         libraries=_LIBRARIES,
         details=details,
     )
-    # The value averages over the labels that occur (``<invalid>`` included), so its CI does too; the
-    # stored statistics are over the suite's label set, the same width in every run, for paired tests.
-    low, high = corpus_ci(
-        inputs,
-        prf_stats(data),
-        lambda sums: prf_from_sums(sums, average=average, zero_division=zero_division)[index],
-    )
-    return dataclasses.replace(result, ci_low=low, ci_high=high)
 
 
 def _register_averaged(name: str) -> None:

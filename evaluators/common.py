@@ -169,16 +169,18 @@ def corpus_result(
     *,
     stats: Stats,
     aggregation: Mapping[str, Any],
+    ci: tuple[float | None, float | None] | None = None,
     **fields: Any,
 ) -> MetricResult:
     """A corpus-level result: ``value`` from the library, CI from recomputing the metric on resampled stats.
 
     ``aggregation`` names the registered aggregator (``{"fn": name, **params}``) that maps summed ``stats``
-    to the metric; both travel on the result, so comparisons recompute the same statistic later.
+    to the metric; both travel on the result, so comparisons recompute the same statistic later. ``ci``,
+    when given, is the interval already computed another way (by default it resamples ``stats``).
     ``fields`` are :func:`make_result`'s keyword arguments (higher_is_better, options, per_example ...).
     """
     spec = dict(aggregation)
-    result = make_result(
-        name, value, inputs, ci=corpus_ci(inputs, stats, lambda sums: aggregate(spec, sums)), **fields
-    )
+    if ci is None:
+        ci = corpus_ci(inputs, stats, lambda sums: aggregate(spec, sums))
+    result = make_result(name, value, inputs, ci=ci, **fields)
     return dataclasses.replace(result, stats=dense_rows(stats), aggregation=spec)
