@@ -258,7 +258,5 @@ def test_comparing_runs_of_a_changed_suite_names_the_change(
     changed = evaluate_checkpoint(
         checkpoint=str(base_checkpoint), suite=str(edited), model_name="lineage-c", database_url=sqlite_url
     )
-    with pytest.raises(
-        InputError, match=r"used different output settings: dataset 'clauses' prompt "
-    ):
+    with pytest.raises(InputError, match=r"used different output settings: dataset 'clauses' prompt "):
         compare_runs(good, changed, database_url=sqlite_url)
