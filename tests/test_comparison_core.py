@@ -4,6 +4,7 @@ paired bootstrap equals a plain loop over the same resamples, and its size holds
 from __future__ import annotations
 
 import math
+import io
 
 import numpy as np
 import pytest
@@ -176,3 +177,22 @@ def test_a_seed_or_bootstrap_size_change_is_a_note() -> None:
     after = _settings()
     after["statistics"] = {"seed": 1, "bootstrap_resamples": 500}
     assert _notes(_settings(), after, ("a", "b")) == ["bootstrap_resamples 1000 -> 500", "seed 0 -> 1"]
+
+
+def test_terminal_table_html_and_artifact_render_missing_values() -> None:
+    from rich.console import Console
+
+    from posteval.render import comparison_table
+    from posteval.report import _comparison
+    from tasks.gate import ARTIFACT_COLUMNS
+
+    row = MetricComparison("d", "bleu", True, None, 3.0, None, None, None, None, "none", 0, regression=True)
+    comparison = Comparison("a" * 12, "b" * 12, [row])
+    console = Console(width=200, record=True, file=io.StringIO())
+    console.print(comparison_table(comparison))
+    text = console.export_text()
+    assert "│ d       │ bleu   │        - │    3.0000 │     - │      - │ - │ none │" in text
+    html = str(_comparison("a" * 12, comparison, ""))
+    assert "dropped n/a" in html and "p=n/a" in html
+    frame = comparison.to_frame()[ARTIFACT_COLUMNS]
+    assert frame.loc[0, ["p_value", "ci_low", "delta"]].isna().all()
