@@ -3,8 +3,8 @@ paired bootstrap equals a plain loop over the same resamples, and its size holds
 
 from __future__ import annotations
 
-import math
 import io
+import math
 
 import numpy as np
 import pytest
