@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from posteval.results import MetricResult
 from posteval.stats import DEFAULT_RESAMPLES, PairedComparison, decomposes, paired_bootstrap, paired_compare
 
 MAX_FLIPS = 50  # flipped example keys kept per direction and metric
@@ -143,9 +144,9 @@ def _with_flips(
     )
 
 
-def sample_of(result: Any, keys: Sequence[str]) -> MetricSample:
+def sample_of(result: MetricResult, keys: Sequence[str]) -> MetricSample:
     """A :class:`MetricSample` of an in-memory MetricResult whose examples are ``keys``, in order."""
-    value = None if result.value is None or np.isnan(result.value) else float(result.value)
+    value = None if np.isnan(result.value) else float(result.value)
     scores = (
         {}
         if result.per_example is None or len(result.per_example) != len(keys)
