@@ -6,8 +6,10 @@ set -euo pipefail
 PY=${PYTHON:-python}
 out=benchmarks/results
 mkdir -p "$out"
-"$PY" benchmarks/bench_bootstrap.py | tee "$out/bench_bootstrap.txt"
-"$PY" benchmarks/bench_runner.py --out "$out/bench_runner.json" | tee "$out/bench_runner.txt"
-"$PY" benchmarks/bench_runner.py --no-stop --out "$out/bench_runner_no_stop.json" | tee "$out/bench_runner_no_stop.txt"
-"$PY" benchmarks/bench_history.py ${POSTEVAL_BENCH_POSTGRES_URL:+--postgres-url "$POSTEVAL_BENCH_POSTGRES_URL"} \
-  --out "$out/bench_history.json" | tee "$out/bench_history.txt"
+# Each file starts with when it was taken and how loaded the machine was (best-of figures still move).
+stamp() { echo "# $(date -u +%Y-%m-%dT%H:%MZ) $(uname -m), $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg)"; }
+{ stamp; "$PY" benchmarks/bench_bootstrap.py; } | tee "$out/bench_bootstrap.txt"
+{ stamp; "$PY" benchmarks/bench_runner.py --out "$out/bench_runner.json"; } | tee "$out/bench_runner.txt"
+{ stamp; "$PY" benchmarks/bench_runner.py --no-stop --out "$out/bench_runner_no_stop.json"; } | tee "$out/bench_runner_no_stop.txt"
+{ stamp; "$PY" benchmarks/bench_history.py ${POSTEVAL_BENCH_POSTGRES_URL:+--postgres-url "$POSTEVAL_BENCH_POSTGRES_URL"} \
+  --out "$out/bench_history.json"; } | tee "$out/bench_history.txt"
