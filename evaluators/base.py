@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import numpy as np
 import pydantic
 
 from posteval.errors import MetricError
@@ -256,6 +257,37 @@ def _describe_option_error(error: Any) -> str:
     if not error["loc"]:  # a check over several options names them itself
         return message
     return f"option {'.'.join(str(part) for part in error['loc'])!r}: {message}"
+
+
+# Maps summed sufficient statistics, (rows, k), to one metric value per row; parameters are JSON values.
+Aggregator = Callable[..., np.ndarray]
+_AGGREGATORS: dict[str, Aggregator] = {}
+
+
+def register_aggregator(name: str) -> Callable[[Aggregator], Aggregator]:
+    """Register how a corpus metric is computed from summed per-example statistics.
+
+    A result names its aggregator in ``MetricResult.aggregation`` (``{"fn": name, **params}``); the
+    comparison core finds it here to recompute the metric on paired resamples of stored statistics.
+    """
+
+    def decorate(fn: Aggregator) -> Aggregator:
+        if name in _AGGREGATORS and _AGGREGATORS[name] is not fn:
+            raise MetricError(f"aggregator {name!r} is registered twice")
+        _AGGREGATORS[name] = fn
+        return fn
+
+    return decorate
+
+
+def aggregate(spec: Mapping[str, Any], sums: np.ndarray) -> np.ndarray:
+    """The metric per row of summed statistics ``sums`` (rows, k), by the aggregator ``spec`` names."""
+    _load_builtins()
+    params = {key: value for key, value in spec.items() if key != "fn"}
+    fn = _AGGREGATORS.get(str(spec.get("fn")))
+    if fn is None:
+        raise MetricError(f"unknown aggregator {spec.get('fn')!r}; known: {', '.join(sorted(_AGGREGATORS))}")
+    return np.asarray(fn(np.atleast_2d(np.asarray(sums, dtype=np.float64)), **params), dtype=np.float64)
 
 
 def _load_builtins() -> None:

@@ -21,8 +21,8 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
-from evaluators.base import EvalInputs, register_metric
-from evaluators.common import Regex, corpus_result, decomposable_result
+from evaluators.base import EvalInputs, register_aggregator, register_metric
+from evaluators.common import Regex, corpus_ci, corpus_result, decomposable_result
 from evaluators.labels import INVALID, Extraction, Labelled, check_extraction, extract_label, labelled
 from posteval.results import MetricResult
 
@@ -75,6 +75,46 @@ def prf_from_sums(
     )
 
 
+def label_set_stats(references: list[str], predicted: list[str], labels: list[str]) -> scipy.sparse.csr_array:
+    """Per-example sufficient statistics over the suite's label set: one-hot tp, fp and fn per class, (n, 3C).
+
+    A prediction outside ``labels`` (``<invalid>``) is a false negative of its true class and a false
+    positive of none, as scikit-learn counts with ``labels=`` the label set; summed over any set of
+    examples, :func:`prf_from_label_sums` gives scikit-learn's precision, recall and F1 on those examples.
+    """
+    index = {label: i for i, label in enumerate(labels)}
+    n, c = len(references), len(labels)
+    true = np.array([index[r] for r in references], dtype=np.int64)
+    pred = np.array([index.get(p, -1) for p in predicted], dtype=np.int64)
+    hit = true == pred
+    wrong = np.flatnonzero(~hit)
+    counted = wrong[pred[wrong] >= 0]  # a wrong label from the set is that label's false positive
+    rows = np.concatenate([np.flatnonzero(hit), counted, wrong])
+    cols = np.concatenate([true[hit], c + pred[counted], 2 * c + true[wrong]])
+    return scipy.sparse.csr_array((np.ones(len(rows)), (rows, cols)), shape=(n, 3 * c))
+
+
+@register_aggregator("prf_labels")
+def prf_from_label_sums(
+    sums: np.ndarray, *, measure: str, average: Average, zero_division: ZeroDivision = 0
+) -> np.ndarray:
+    """Precision, recall or F1 (``measure``) per row of summed :func:`label_set_stats`, averaged over every
+    label of the set as scikit-learn does with ``labels=`` (macro: plain mean; weighted: by support)."""
+    tp, fp, fn = np.split(sums, 3, axis=1)
+    if average == "micro":
+        tp, fp, fn = (a.sum(axis=1, keepdims=True) for a in (tp, fp, fn))
+    values = {
+        "precision": _divide(tp, tp + fp, zero_division),
+        "recall": _divide(tp, tp + fn, zero_division),
+        "f1": _divide(2 * tp, 2 * tp + fp + fn, zero_division),
+    }[measure]
+    if average == "micro":
+        return values[:, 0]
+    weights = np.ones_like(tp) if average == "macro" else tp + fn
+    scale = weights.sum(axis=1)
+    return _divide((values * weights).sum(axis=1), scale, zero_division)
+
+
 def _options(extract: Extraction, pattern: str | None, **extra: Any) -> dict[str, Any]:
     return {"extract": extract, "pattern": pattern, **extra}
 
@@ -101,12 +141,26 @@ def _averaged_result(
         value = precision_recall_fscore_support(
             data.references, data.predicted, average=average, zero_division=zero_division
         )[index]
+    labels = list(dict.fromkeys(str(label) for label in inputs.labels or data.order))
+    # The value averages over the labels that occur (``<invalid>`` included), so its CI does too; the
+    # stored statistics are over the suite's label set, the same width in every run, for paired tests.
+    ci = corpus_ci(
+        inputs,
+        prf_stats(data),
+        lambda sums: prf_from_sums(sums, average=average, zero_division=zero_division)[index],
+    )
     return corpus_result(
         name,
         float(value),
         inputs,
-        stats=prf_stats(data),
-        score=lambda sums: prf_from_sums(sums, average=average, zero_division=zero_division)[index],
+        stats=label_set_stats(data.references, data.predicted, labels),
+        aggregation={
+            "fn": "prf_labels",
+            "measure": measure,
+            "average": average,
+            "zero_division": zero_division,
+        },
+        ci=ci,
         higher_is_better=True,
         options=options,
         libraries=_LIBRARIES,

@@ -6,6 +6,7 @@ The empty-input rule for every built-in metric: with no examples the value is Na
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -17,7 +18,7 @@ import jsonschema
 import numpy as np
 from pydantic import AfterValidator
 
-from evaluators.base import EvalInputs
+from evaluators.base import EvalInputs, aggregate
 from posteval.errors import MetricError
 from posteval.results import MetricResult
 from posteval.stats import ScoreFn, Stats, mean_ci, stats_ci
@@ -155,11 +156,31 @@ def corpus_ci(inputs: EvalInputs, stats: Stats, score: ScoreFn) -> tuple[float |
     return stats_ci(stats, score, n_resamples=inputs.n_bootstrap, seed=inputs.seed)
 
 
-def corpus_result(
-    name: str, value: float, inputs: EvalInputs, *, stats: Stats, score: ScoreFn, **fields: Any
-) -> MetricResult:
-    """A corpus-level result: ``value`` from the library, CI from recomputing ``score`` on resampled stats.
+def dense_rows(stats: Stats) -> list[list[float]]:
+    """Per-example statistics as plain rows of floats (how they are stored)."""
+    matrix = stats.toarray() if hasattr(stats, "toarray") else np.asarray(stats, dtype=np.float64)
+    return [[float(v) for v in row] for row in np.asarray(matrix, dtype=np.float64)]
 
+
+def corpus_result(
+    name: str,
+    value: float,
+    inputs: EvalInputs,
+    *,
+    stats: Stats,
+    aggregation: Mapping[str, Any],
+    ci: tuple[float | None, float | None] | None = None,
+    **fields: Any,
+) -> MetricResult:
+    """A corpus-level result: ``value`` from the library, CI from recomputing the metric on resampled stats.
+
+    ``aggregation`` names the registered aggregator (``{"fn": name, **params}``) that maps summed ``stats``
+    to the metric; both travel on the result, so comparisons recompute the same statistic later. ``ci``,
+    when given, is the interval already computed another way (by default it resamples ``stats``).
     ``fields`` are :func:`make_result`'s keyword arguments (higher_is_better, options, per_example ...).
     """
-    return make_result(name, value, inputs, ci=corpus_ci(inputs, stats, score), **fields)
+    spec = dict(aggregation)
+    if ci is None:
+        ci = corpus_ci(inputs, stats, lambda sums: aggregate(spec, sums))
+    result = make_result(name, value, inputs, ci=ci, **fields)
+    return dataclasses.replace(result, stats=dense_rows(stats), aggregation=spec)

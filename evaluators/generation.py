@@ -16,7 +16,7 @@ from rouge_score import rouge_scorer
 from sacrebleu.metrics import BLEU, CHRF
 from sacrebleu.metrics.base import Metric
 
-from evaluators.base import EvalInputs, register_metric
+from evaluators.base import EvalInputs, register_aggregator, register_metric
 from evaluators.common import corpus_result, decomposable_result, reference_strings, require_references
 from posteval.results import MetricResult
 
@@ -32,6 +32,18 @@ def reference_streams(references: Sequence[Any]) -> list[list[str | None]]:
     per_example = [reference_strings(r) for r in references]
     width = max((len(refs) for refs in per_example), default=1)
     return [[refs[j] if j < len(refs) else None for refs in per_example] for j in range(width)]
+
+
+def _corpus_metric(metric: str, settings: dict[str, Any]) -> Metric:
+    return BLEU(**settings) if metric == "bleu" else CHRF(**settings)
+
+
+@register_aggregator("sacrebleu")
+def sacrebleu_score(sums: np.ndarray, *, metric: str, settings: dict[str, Any]) -> np.ndarray:
+    """Summed per-segment sacrebleu statistics (n-gram matches and totals, lengths) to the corpus score."""
+    corpus = _corpus_metric(metric, settings)
+    rows = np.rint(sums).astype(np.int64).tolist()
+    return np.array([corpus._compute_score_from_stats(row).score for row in rows], dtype=np.float64)
 
 
 def _sacrebleu_result(
@@ -52,17 +64,12 @@ def _sacrebleu_result(
         segments = corpus._extract_corpus_statistics(hypotheses, streams)
         value = corpus._aggregate_and_compute(segments).score
     stats = np.asarray(segments, dtype=np.float64) if segments else np.zeros((0, 1))
-
-    def score(sums: np.ndarray) -> np.ndarray:
-        rows = np.rint(sums).astype(np.int64).tolist()
-        return np.array([corpus._compute_score_from_stats(row).score for row in rows])
-
     return corpus_result(
         name,
         value,
         inputs,
         stats=stats,
-        score=score,
+        aggregation={"fn": "sacrebleu", "metric": name, "settings": options},
         higher_is_better=True,
         options=options,
         libraries=["sacrebleu"],

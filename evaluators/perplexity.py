@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from evaluators.base import EvalInputs, register_metric
+from evaluators.base import EvalInputs, register_aggregator, register_metric
 from evaluators.common import corpus_result
 from posteval.errors import MetricError
 from posteval.results import MetricResult
@@ -35,16 +35,21 @@ def _ratio(numerators: np.ndarray, denominators: np.ndarray) -> np.ndarray:
         return np.where(denominators > 0, numerators / np.where(denominators > 0, denominators, 1), np.nan)
 
 
+@register_aggregator("nll_ratio")
+def nll_ratio(sums: np.ndarray, *, transform: str) -> np.ndarray:
+    """Summed (negative log-likelihood, units) to the metric: ``exp`` (perplexity), ``bits`` (per byte) or
+    ``mean`` (nats per token)."""
+    mean = _ratio(sums[:, 0], sums[:, 1])
+    if transform == "exp":
+        return np.asarray(np.exp(mean))
+    return mean * (1.0 / math.log(2) if transform == "bits" else 1.0)
+
+
 def _result(
     name: str, nll: np.ndarray, units: np.ndarray, inputs: EvalInputs, transform: str
 ) -> MetricResult:
-    scale = 1.0 / math.log(2) if transform == "bits" else 1.0
-
     def score(sums: np.ndarray) -> np.ndarray:
-        mean = _ratio(sums[:, 0], sums[:, 1])
-        if transform == "exp":
-            return np.exp(mean)
-        return mean * scale
+        return nll_ratio(sums, transform=transform)
 
     stats = np.column_stack([nll, units]) if len(nll) else np.empty((0, 2))
     value = float(score(stats.sum(axis=0, keepdims=True))[0]) if len(nll) else float("nan")
@@ -54,7 +59,7 @@ def _result(
         value,
         inputs,
         stats=stats,
-        score=score,
+        aggregation={"fn": "nll_ratio", "transform": transform},
         higher_is_better=False,
         options={},
         libraries=["torch", "transformers"],

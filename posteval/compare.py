@@ -1,16 +1,16 @@
-"""Comparing two runs metric by metric, with paired tests on per-example scores, and the regression gate.
+"""Comparing two runs metric by metric through the comparison core, and the regression gate.
 
-Both runs must come from the same suite (by name), with the same settings for every dataset they share
-(prompt, labels, scoring, generation options...; gates and tolerances may differ), and every shared
-dataset must have the same content fingerprint; otherwise the comparison is refused with what differs.
+Runs are compared only when their outputs are comparable: the same suite (by name), the same data (content
+fingerprint of every shared dataset) and the same stored output settings (runner, dtype, context cap,
+generation options, templates, label set... see ``pipeline.output_settings``) for every shared dataset;
+otherwise the comparison is refused naming the first differing setting. Batch size, gates, tolerances and
+paths are not output settings and never block a comparison; a different seed or bootstrap size is noted.
 
-For each metric the delta is candidate minus baseline. Where the metric is the mean of its per-example
-scores (accuracy, exact match, ROUGE), the delta's CI is a paired bootstrap and the p-value an exact
-McNemar test (0/1 scores) or a sign-flip permutation test. Corpus metrics (macro F1, BLEU, perplexity)
-are not tested on per-example scores, which would test another quantity: they count as significant
-when the candidate's own 95% CI lies wholly on the worse side of the baseline value (``ci_exclusion``).
-A gated metric regresses when it dropped (in its own worse direction) by more than ``max_drop`` and
-that test is significant.
+Each shared metric goes through :func:`posteval.paired.compare_samples` on the stored per-example scores
+and sufficient statistics: McNemar or a sign-flip permutation test for means of per-example scores, a
+paired bootstrap of the statistic itself for corpus metrics (macro F1, BLEU, chrF, perplexity). The delta
+is candidate minus baseline. A gated metric regresses when it dropped (in its own worse direction) by more
+than ``max_drop`` and the test's p-value is below the gate's ``alpha``.
 """
 
 from __future__ import annotations
@@ -21,16 +21,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import pandas as pd
-import yaml
 from sqlalchemy import select
 
 from posteval.db.engine import session_scope
-from posteval.db.models import Dataset, EvalRun, ExampleScore, Metric, Suite
+from posteval.db.models import Dataset, EvalRun, ExampleScore, ExampleStats, Metric, Suite
 from posteval.errors import InputError
-from posteval.stats import DEFAULT_RESAMPLES, decomposes, paired_compare, worse_beyond_ci
+from posteval.paired import MetricSample, compare_samples
+from posteval.stats import DEFAULT_RESAMPLES
 from posteval.suite import Gate
-
-MAX_FLIPS = 50  # flipped example keys kept per direction and metric
 
 
 @dataclass(frozen=True)
@@ -68,6 +66,7 @@ class Comparison:
     baseline_run_id: str
     candidate_run_id: str
     rows: list[MetricComparison]
+    notes: list[str] = field(default_factory=list)  # differences that do not block (seed, bootstrap size)
 
     @property
     def regressions(self) -> list[MetricComparison]:
@@ -89,30 +88,38 @@ class Comparison:
         return pd.DataFrame(records, columns=columns)
 
     def summary(self) -> str:
-        """One line: how many metrics were compared and which gated ones regressed."""
+        """One line: how many metrics were compared and which gated ones regressed (and any notes)."""
+        notes = "".join(f"; note: {note}" for note in self.notes)
         if not self.regressions:
             gated = sum(row.gate is not None for row in self.rows)
-            return f"no regression: {len(self.rows)} metrics compared, {gated} gated"
+            return f"no regression: {len(self.rows)} metrics compared, {gated} gated" + notes
         parts = [
-            f"{r.dataset}/{r.metric} dropped {r.drop:.4g} "
-            f"(> {r.gate['max_drop'] if r.gate else 0}, p={r.p_value:.2g})"
+            f"{r.dataset}/{r.metric} dropped {fmt(r.drop, '.4g')} "
+            f"(> {r.gate['max_drop'] if r.gate else 0}, p={fmt(r.p_value, '.2g')}, {r.test})"
             for r in self.regressions
         ]
-        return "regression: " + "; ".join(parts)
+        return "regression: " + "; ".join(parts) + notes
+
+
+def fmt(value: float | None, spec: str) -> str:
+    """``value`` formatted by ``spec``, or ``n/a`` where it is missing or undefined."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return format(value, spec)
 
 
 @dataclass(frozen=True)
 class _RunMetrics:
     suite: str
-    suite_text: str
     status: str
-    values: dict[tuple[str, str], tuple[float | None, bool, float | None, float | None]]
+    values: dict[tuple[str, str], tuple[float | None, bool, dict[str, Any] | None]]
     fingerprints: dict[str, str]
+    settings: dict[str, Any] | None
 
 
 def _load(session: Any, run_id: str) -> _RunMetrics:
     found = session.execute(
-        select(EvalRun.status, Suite.name, Suite.source_text)
+        select(EvalRun.status, Suite.name, EvalRun.output_settings)
         .join(Suite, EvalRun.suite_id == Suite.id)
         .where(EvalRun.id == run_id)
     ).first()
@@ -125,82 +132,89 @@ def _load(session: Any, run_id: str) -> _RunMetrics:
             Metric.name,
             Metric.value,
             Metric.higher_is_better,
-            Metric.ci_low,
-            Metric.ci_high,
+            Metric.aggregation,
         )
         .join(Dataset, Metric.dataset_id == Dataset.id)
         .where(Metric.run_id == run_id)
     ).all()
     return _RunMetrics(
         suite=found.name,
-        suite_text=found.source_text,
         status=found.status,
-        values={(r[0], r[2]): (r[3], r[4], r[5], r[6]) for r in rows},
+        values={(r[0], r[2]): (r[3], r[4], r[5]) for r in rows},
         fingerprints={r[0]: r[1] for r in rows},
+        settings=found.output_settings,
     )
 
 
-def _scores(session: Any, run_id: str, metric: str, dataset: str) -> dict[str, float | None]:
-    rows = session.execute(
+def _sample(session: Any, run_id: str, dataset: str, metric: str, stored: tuple[Any, ...]) -> MetricSample:
+    """One run's stored value, per-example scores and statistics of one metric."""
+    value, higher_is_better, aggregation = stored
+    scores = session.execute(
         select(ExampleScore.example_key, ExampleScore.value)
         .join(Dataset, ExampleScore.dataset_id == Dataset.id)
         .where(ExampleScore.run_id == run_id, ExampleScore.metric == metric, Dataset.name == dataset)
     ).all()
-    return {key: value for key, value in rows}
+    stats = (
+        session.execute(
+            select(ExampleStats.example_key, ExampleStats.stats)
+            .join(Dataset, ExampleStats.dataset_id == Dataset.id)
+            .where(ExampleStats.run_id == run_id, ExampleStats.metric == metric, Dataset.name == dataset)
+        ).all()
+        if aggregation is not None
+        else []
+    )
+    return MetricSample(
+        value, higher_is_better, {k: v for k, v in scores}, {k: list(v) for k, v in stats}, aggregation
+    )
 
 
-# What decides model outputs or how they are scored; gates, tolerances and paths do not.
-_DATASET_SETTINGS = (
-    "kind",
-    "prompt",
-    "reference",
-    "labels",
-    "scoring",
-    "text",
-    "target_delimiter",
-    "stride",
-    "key",
-    "split",
-    "limit",
-)
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        flat: dict[str, Any] = {}
+        for key, inner in value.items():
+            flat |= _flatten(inner, f"{prefix}{key}.")
+        return flat
+    return {prefix.rstrip("."): value}
 
 
-def _changed_settings(before: str, after: str) -> list[str]:
-    """The settings that differ between two versions of a suite, for the datasets both have."""
-    if before == after:
-        return []
-    old, new = yaml.safe_load(before) or {}, yaml.safe_load(after) or {}
-    changed = []
-    if (old.get("generation") or {}) != (new.get("generation") or {}):
-        changed.append(f"generation {old.get('generation')} -> {new.get('generation')}")
-    old_sets = {d.get("name"): d for d in old.get("datasets") or [] if isinstance(d, dict)}
-    for dataset in new.get("datasets") or []:
-        if not isinstance(dataset, dict) or dataset.get("name") not in old_sets:
-            continue
-        previous = old_sets[dataset["name"]]
-        fields = [f for f in _DATASET_SETTINGS if previous.get(f) != dataset.get(f)]
-        if fields:
-            changed.append(f"dataset {dataset['name']!r} changed {', '.join(fields)}")
-    return changed
+def _setting_differences(before: dict[str, Any], after: dict[str, Any], datasets: set[str]) -> list[str]:
+    """Output settings that differ for the datasets both runs evaluated, each as ``dataset: key a -> b``."""
+    differences = []
+    old, new = before.get("datasets") or {}, after.get("datasets") or {}
+    for name in sorted(datasets & set(old) & set(new)):
+        a = _flatten({k: v for k, v in old[name].items() if k != "config_hash"})
+        b = _flatten({k: v for k, v in new[name].items() if k != "config_hash"})
+        for key in sorted(set(a) | set(b)):
+            if a.get(key) != b.get(key):
+                label = key.split(".", 1)[-1]
+                differences.append(f"dataset {name!r} {label} {a.get(key)!r} -> {b.get(key)!r}")
+    return differences
 
 
-def check_comparable(baseline: _RunMetrics, candidate: _RunMetrics, ids: tuple[str, str]) -> None:
-    """Refuse runs of different suites, or shared datasets whose content differs, naming what differs."""
+def _notes(before: dict[str, Any] | None, after: dict[str, Any] | None, ids: tuple[str, str]) -> list[str]:
+    """Differences that cannot change an output but change the statistics (seed, bootstrap size)."""
+    if before is None or after is None:
+        missing = ids[0] if before is None else ids[1]
+        return [f"run {missing[:12]} has no stored output settings (evaluated before they were recorded)"]
+    old, new = before.get("statistics") or {}, after.get("statistics") or {}
+    return [
+        f"{key} {old.get(key)} -> {new.get(key)}"
+        for key in sorted(set(old) | set(new))
+        if old.get(key) != new.get(key)
+    ]
+
+
+def check_comparable(baseline: _RunMetrics, candidate: _RunMetrics, ids: tuple[str, str]) -> list[str]:
+    """Refuse runs of different suites, data or output settings, naming what differs; returns the notes."""
     if baseline.suite != candidate.suite:
         raise InputError(
             f"runs {ids[0][:12]} and {ids[1][:12]} are of different suites "
             f"({baseline.suite!r} and {candidate.suite!r}); compare runs of one suite"
         )
-    changed = _changed_settings(baseline.suite_text, candidate.suite_text)
-    if changed:
-        raise InputError(
-            f"runs {ids[0][:12]} and {ids[1][:12]} used different settings of suite {baseline.suite!r}: "
-            + "; ".join(changed)
-            + " (a difference the checkpoints did not cause; evaluate the baseline with this suite)"
-        )
+    shared = set(baseline.fingerprints) & set(candidate.fingerprints)
     differing = [
         f"{name} ({baseline.fingerprints[name][:12]} vs {candidate.fingerprints[name][:12]})"
-        for name in sorted(set(baseline.fingerprints) & set(candidate.fingerprints))
+        for name in sorted(shared)
         if baseline.fingerprints[name] != candidate.fingerprints[name]
     ]
     if differing:
@@ -208,6 +222,16 @@ def check_comparable(baseline: _RunMetrics, candidate: _RunMetrics, ids: tuple[s
             f"runs {ids[0][:12]} and {ids[1][:12]} evaluated different data: dataset fingerprints differ for "
             + ", ".join(differing)
         )
+    if baseline.settings is not None and candidate.settings is not None:
+        changed = _setting_differences(baseline.settings, candidate.settings, shared)
+        if changed:
+            raise InputError(
+                f"runs {ids[0][:12]} and {ids[1][:12]} used different output settings: "
+                + "; ".join(changed)
+                + " (a difference the checkpoints did not cause;"
+                " evaluate the baseline with the same settings)"
+            )
+    return _notes(baseline.settings, candidate.settings, ids)
 
 
 def _compare_metric(
@@ -215,67 +239,35 @@ def _compare_metric(
     ids: tuple[str, str],
     dataset: str,
     metric: str,
-    values: tuple[Any, Any],
-    hib: bool,
+    stored: tuple[tuple[Any, ...], tuple[Any, ...]],
     gate: Gate | None,
     seed: int,
     n_resamples: int,
-    candidate_ci: tuple[float | None, float | None] = (None, None),
 ) -> MetricComparison:
-    base_value, cand_value = values
-    delta = None if base_value is None or cand_value is None else cand_value - base_value
-    stored = _scores(session, ids[0], metric, dataset), _scores(session, ids[1], metric, dataset)
-    keys = sorted(k for k in set(stored[0]) & set(stored[1]) if None not in (stored[0][k], stored[1][k]))
-    before = {k: float(stored[0][k] or 0.0) for k in keys}
-    after = {k: float(stored[1][k] or 0.0) for k in keys}
-    ci_low = ci_high = p_value = None
-    test, improved, worsened = "none", [], []
-    # A paired test on per-example scores tests the metric only where the metric is their mean, over
-    # the same examples in both runs; corpus metrics fall back to the candidate's own CI.
-    paired_ok = (
-        bool(keys)
-        and len(keys) == len(stored[0]) == len(stored[1])
-        and decomposes(base_value, list(before.values()))
-        and decomposes(cand_value, list(after.values()))
-    )
-    if not paired_ok and base_value is not None:
-        test = "ci_exclusion"
-        significant = worse_beyond_ci(base_value, *candidate_ci, higher_is_better=hib)
-    if paired_ok:
-        paired = paired_compare(
-            [before[k] for k in keys],
-            [after[k] for k in keys],
-            n_resamples=n_resamples,
-            seed=seed,
-        )
-        ci_low, ci_high, p_value, test = paired.ci_low, paired.ci_high, paired.p_value, paired.test
-        if paired.lost is not None:  # 0/1 scores: the flipped examples in both directions
-            good, bad = (1.0, 0.0) if hib else (0.0, 1.0)
-            improved = [k for k in keys if before[k] == bad and after[k] == good][:MAX_FLIPS]
-            worsened = [k for k in keys if before[k] == good and after[k] == bad][:MAX_FLIPS]
+    before = _sample(session, ids[0], dataset, metric, stored[0])
+    after = _sample(session, ids[1], dataset, metric, stored[1])
+    core = compare_samples(before, after, n_resamples=n_resamples, seed=seed)
     row = MetricComparison(
         dataset,
         metric,
-        hib,
-        base_value,
-        cand_value,
-        delta,
-        ci_low,
-        ci_high,
-        p_value,
-        test,
-        len(keys),
-        improved,
-        worsened,
+        after.higher_is_better,
+        before.value,
+        after.value,
+        core.delta,
+        core.ci_low,
+        core.ci_high,
+        core.p_value,
+        core.test,
+        core.n,
+        core.improved,
+        core.worsened,
         None if gate is None else gate.model_dump(),
     )
-    if gate is not None and row.drop is not None and not math.isnan(row.drop):
-        if paired_ok:
-            significant = p_value is not None and p_value < gate.alpha
-        elif base_value is None:
-            significant = False
-        return MetricComparison(**{**asdict(row), "regression": row.drop > gate.max_drop and significant})
-    return row
+    if gate is None or row.drop is None or core.p_value is None:
+        return row
+    return MetricComparison(
+        **{**asdict(row), "regression": row.drop > gate.max_drop and core.p_value < gate.alpha}
+    )
 
 
 def compare_runs(
@@ -292,21 +284,19 @@ def compare_runs(
     gates = gates or {}
     with session_scope(database_url) as session:
         baseline, candidate = _load(session, ids[0]), _load(session, ids[1])
-        check_comparable(baseline, candidate, ids)
+        notes = check_comparable(baseline, candidate, ids)
         rows = [
             _compare_metric(
                 session,
                 ids,
                 dataset,
                 metric,
-                (baseline.values[(dataset, metric)][0], value),
-                hib,
+                (baseline.values[(dataset, metric)], stored),
                 gates.get(f"{dataset}/{metric}"),
                 seed,
                 n_resamples,
-                (ci_low, ci_high),
             )
-            for (dataset, metric), (value, hib, ci_low, ci_high) in candidate.values.items()
+            for (dataset, metric), stored in candidate.values.items()
             if (dataset, metric) in baseline.values
         ]
-    return Comparison(baseline_run_id, candidate_run_id, rows)
+    return Comparison(baseline_run_id, candidate_run_id, rows, notes)

@@ -1,11 +1,11 @@
 """Catastrophic forgetting: the fine-tune against its base model on the suite's general sets.
 
-Per metric of every general dataset: the change against the base, a paired test on per-example scores
-where the metric is their mean, and for 0/1 metrics the share of examples the base got right that the
-fine-tune gets wrong. Corpus metrics (perplexity) count as significantly worse when the fine-tune's 95% CI
-lies wholly beyond the base value (test ``ci_exclusion``; the p-value is then reported as alpha/2 or 1).
-A metric forgets when it got worse by more than ``tolerance`` (relative to the base value) and that test
-is significant; the verdict is ``forgetting`` if any metric forgets.
+Per metric of every general dataset: the change against the base and a paired test by the comparison core
+(:mod:`posteval.paired`, the same as the gate's: McNemar or sign-flip permutation for means of per-example
+scores, a paired bootstrap of the statistic for corpus metrics such as perplexity), and for 0/1 metrics the
+share of examples the base got right that the fine-tune gets wrong. A metric forgets when it got worse
+by more than ``tolerance`` (relative to the base value) and that test is significant; the verdict is
+``forgetting`` if any metric forgets.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from posteval.paired import compare_samples, sample_of
 from posteval.results import MetricResult
-from posteval.stats import decomposes, paired_compare, worse_beyond_ci
+from posteval.stats import DEFAULT_RESAMPLES
 
 
 class ForgettingOptions(BaseModel):
@@ -60,33 +61,26 @@ class ForgettingReport:
 
 
 def compare_metric(
-    dataset: str, base: MetricResult, tuned: MetricResult, options: ForgettingOptions, *, seed: int = 0
+    dataset: str,
+    base: MetricResult,
+    tuned: MetricResult,
+    options: ForgettingOptions,
+    *,
+    seed: int = 0,
+    n_resamples: int = DEFAULT_RESAMPLES,
 ) -> MetricChange:
     """How much worse ``tuned`` is than ``base`` on one metric, and whether that is forgetting."""
     sign = 1.0 if base.higher_is_better else -1.0
     scale = abs(base.value) if base.value else 1.0
     worsening = sign * (base.value - tuned.value) / scale
-    p_value: float | None = None
-    test, forgotten = "ci_exclusion", None
-    paired_ok = (
-        base.per_example is not None
-        and tuned.per_example is not None
-        and decomposes(base.value, base.per_example)
-        and decomposes(tuned.value, tuned.per_example)
+    keys = [str(i) for i in range(base.n)]
+    paired = compare_samples(
+        sample_of(base, keys), sample_of(tuned, keys), n_resamples=n_resamples, seed=seed
     )
-    if paired_ok and base.per_example is not None and tuned.per_example is not None:
-        paired = paired_compare(base.per_example, tuned.per_example, seed=seed)
-        p_value, test = paired.p_value, paired.test
-        significant = paired.p_value < options.alpha
-        if paired.lost is not None:
-            right_before = sum(1 for v in base.per_example if v == 1)
-            forgotten = paired.lost / right_before if right_before else 0.0
-    else:  # a corpus metric (perplexity): the fine-tune's own CI must lie beyond the base value
-        significant = worse_beyond_ci(
-            base.value, tuned.ci_low, tuned.ci_high, higher_is_better=base.higher_is_better
-        )
-        p_value = None
-    forgets = worsening > options.tolerance and significant
+    significant = paired.p_value is not None and paired.p_value < options.alpha
+    forgotten = None
+    if paired.lost is not None and paired.right_before is not None:
+        forgotten = paired.lost / paired.right_before if paired.right_before else 0.0
     return MetricChange(
         dataset=dataset,
         metric=base.name,
@@ -94,10 +88,10 @@ def compare_metric(
         tuned=tuned.value,
         delta=tuned.value - base.value,
         relative_worsening=worsening,
-        p_value=p_value,
-        test=test,
+        p_value=paired.p_value,
+        test=paired.test,
         forgotten_share=forgotten,
-        forgets=forgets,
+        forgets=worsening > options.tolerance and significant,
     )
 
 
@@ -106,6 +100,7 @@ def assess_forgetting(
     options: ForgettingOptions,
     *,
     seed: int = 0,
+    n_resamples: int = DEFAULT_RESAMPLES,
 ) -> ForgettingReport:
     """Compare (dataset, base results, tuned results) triples; unknown when there is nothing to compare."""
     changes = []
@@ -114,7 +109,9 @@ def assess_forgetting(
         for base in base_results:
             tuned = tuned_by_name.get(base.name)
             if tuned is not None and not (math.isnan(base.value) or math.isnan(tuned.value)):
-                changes.append(compare_metric(dataset, base, tuned, options, seed=seed))
+                changes.append(
+                    compare_metric(dataset, base, tuned, options, seed=seed, n_resamples=n_resamples)
+                )
     if not changes:
         return ForgettingReport("unknown", "no general dataset was evaluated on both base and fine-tune")
     forgetting = [c for c in changes if c.forgets]
@@ -124,7 +121,7 @@ def assess_forgetting(
             f"{len(forgetting)} general metric(s) got significantly worse than the base; worst "
             f"{worst.dataset}/{worst.metric}: {worst.base:.4g} -> {worst.tuned:.4g} "
             f"({worst.relative_worsening:+.1%} worse, "
-            + (f"p={worst.p_value:.2g})" if worst.p_value is not None else "beyond the fine-tune's 95% CI)")
+            + (f"p={worst.p_value:.2g})" if worst.p_value is not None else "untested)")
         )
         return ForgettingReport("forgetting", reason, changes)
     reason = f"no general metric got worse by more than {options.tolerance:.0%} with p < {options.alpha}"

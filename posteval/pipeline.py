@@ -97,8 +97,13 @@ def prepare_dataset(spec: DatasetSpec) -> DatasetRef:
     return DatasetRef(spec=spec, fingerprint=loaded.fingerprint, row_count=len(loaded))
 
 
-def config_hash(suite: Suite, spec: DatasetSpec, checkpoint: CheckpointInfo) -> str:
-    """What decides a dataset's model outputs besides checkpoint and data; batch size is not part of it."""
+def output_settings(suite: Suite, spec: DatasetSpec, checkpoint: CheckpointInfo) -> dict[str, object]:
+    """Everything that decides a dataset's model outputs besides checkpoint and data (never the batch size).
+
+    The one source of a run's output identity: it feeds the config hash (the prediction cache key and the
+    run's idempotency key), is stored on the run, and two runs are compared only when it is equal for every
+    dataset they share. A setting added here takes part in all three.
+    """
     app = get_settings()
     # The key decides which row an example key names; the prompt templates every kind's model input.
     settings: dict[str, object] = {
@@ -122,7 +127,34 @@ def config_hash(suite: Suite, spec: DatasetSpec, checkpoint: CheckpointInfo) -> 
             "max_new_tokens": suite.generation.max_new_tokens,
             "stop": suite.generation.stop,
         }
-    return sha256_json(settings)
+    return settings
+
+
+def config_hash(suite: Suite, spec: DatasetSpec, checkpoint: CheckpointInfo) -> str:
+    """The hash of :func:`output_settings`: which stored outputs belong to this dataset and checkpoint."""
+    return sha256_json(output_settings(suite, spec, checkpoint))
+
+
+def run_settings(checkpoint: CheckpointInfo, suite: Suite, datasets: Sequence[DatasetRef]) -> dict[str, Any]:
+    """What a run's numbers depend on besides checkpoint and data, as stored on the run.
+
+    Per dataset: its output settings and their hash, and what turns outputs into scores (reference field,
+    label set). For the run: the seed and bootstrap size of its statistics (a change is noted when runs
+    are compared, never a reason to refuse). Gates, tolerances, batch size and paths are not here.
+    """
+    per_dataset: dict[str, Any] = {}
+    for ref in datasets:
+        spec = ref.spec
+        settings = output_settings(suite, spec, checkpoint)
+        per_dataset[spec.name] = {
+            "output": settings,
+            "config_hash": sha256_json(settings),
+            "scoring": {"reference": spec.reference, "labels": spec.labels},
+        }
+    return {
+        "datasets": per_dataset,
+        "statistics": {"seed": suite.seed, "bootstrap_resamples": suite.bootstrap_resamples},
+    }
 
 
 def idempotency_key(checkpoint: CheckpointInfo, suite: LoadedSuite, datasets: Sequence[DatasetRef]) -> str:
@@ -175,6 +207,9 @@ def register_run(
                 idempotency_key=key,
                 flow_run_id=flow_run_id,
             )
+            if run.output_settings is None:
+                stored = run_settings(checkpoint, suite.suite, datasets)
+                run.output_settings, run.config_hash = stored, sha256_json(stored)
             if run.status == "succeeded":
                 return RunRef(run.id, created, run.status)
             holder_gone = run.status == "running" and _holder_gone(run, holder_finished)
@@ -444,7 +479,7 @@ def assess_base_forgetting(
         for b in base_outcomes
         if b.dataset.spec.name in tuned and tuned[b.dataset.spec.name].keys == b.keys
     ]
-    return assess_forgetting(pairs, suite.forgetting, seed=suite.seed)
+    return assess_forgetting(pairs, suite.forgetting, seed=suite.seed, n_resamples=suite.bootstrap_resamples)
 
 
 def persist(
@@ -520,7 +555,12 @@ def gate(run_id: str, suite: Suite, *, database_url: str | None = None) -> tuple
     else:
         try:
             comparison = compare_runs(
-                baseline, run_id, gates=suite.gates, seed=suite.seed, database_url=database_url
+                baseline,
+                run_id,
+                gates=suite.gates,
+                seed=suite.seed,
+                n_resamples=suite.bootstrap_resamples,
+                database_url=database_url,
             )
         except InputError as exc:
             status, summary = "incomparable", f"baseline {baseline[:12]}: {exc}"

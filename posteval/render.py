@@ -164,7 +164,7 @@ def comparison_table(comparison: Any) -> Table:
             column, justify="left" if column in ("dataset", "metric", "test", "gate") else "right"
         )
     for row in comparison.rows:
-        ci = "-" if row.ci_low is None else f"[{row.ci_low:+.4f}, {row.ci_high:+.4f}]"
+        ci = "-" if row.ci_low is None or row.ci_high is None else f"[{row.ci_low:+.4f}, {row.ci_high:+.4f}]"
         gate = "-" if row.gate is None else ("REGRESSION" if row.regression else "ok")
         table.add_row(
             row.dataset,

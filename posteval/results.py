@@ -14,6 +14,12 @@ class MetricResult:
     (accuracy, exact match, ROUGE); corpus-level metrics such as BLEU keep per-sentence scores there for
     inspection, but their ``value`` is the corpus value. ``signature`` records library versions and options
     so a stored number can always be explained, in the spirit of sacrebleu's signatures.
+
+    How the metric aggregates decides how two runs are compared. ``aggregation`` None: the value is the mean
+    of ``per_example``. Otherwise the value is a corpus statistic: ``stats`` holds each example's sufficient
+    statistics (one row per example, in input order) and ``aggregation`` names the registered aggregator
+    (``{"fn": name, **params}``) that maps summed statistics back to the value, so a paired bootstrap can
+    recompute the metric itself on resampled examples, now or from the stored rows later.
     """
 
     name: str
@@ -25,3 +31,5 @@ class MetricResult:
     ci_low: float | None = None
     ci_high: float | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    stats: list[list[float]] | None = None
+    aggregation: dict[str, Any] | None = None

@@ -1,4 +1,4 @@
-"""Seeded, vectorised percentile-bootstrap confidence intervals.
+"""Seeded, vectorised percentile-bootstrap confidence intervals and paired tests.
 
 Every interval resamples examples with replacement. A corpus-level metric (BLEU, macro F1) is recomputed on
 each resample from summed per-example sufficient statistics: a resample is a row of example counts, so one
@@ -183,11 +183,52 @@ def decomposes(value: float | None, scores: Scores) -> bool:
     return bool(abs(values.mean() - value) <= 1e-9 * max(1.0, abs(value)))
 
 
-def worse_beyond_ci(
-    reference: float, ci_low: float | None, ci_high: float | None, *, higher_is_better: bool
-) -> bool:
-    """Whether a result's CI lies wholly on the worse side of ``reference`` (the fallback significance
-    rule for corpus metrics, where no paired test on per-example scores tests the metric)."""
-    if ci_low is None or ci_high is None:
-        return False
-    return ci_high < reference if higher_is_better else ci_low > reference
+def bootstrap_pvalue(deltas: np.ndarray) -> float:
+    """Two-sided p-value of a zero delta from bootstrap ``deltas``: twice the smaller share of them on either
+    side of 0 (ties count on both sides), at most 1 and at least 1/(B+1) for B resamples."""
+    values = np.asarray(deltas, dtype=np.float64)
+    values = values[~np.isnan(values)]
+    if values.size == 0:
+        return 1.0
+    share = min(float((values <= 0).mean()), float((values >= 0).mean()))
+    return float(min(1.0, max(2.0 * share, 1.0 / (values.size + 1))))
+
+
+def paired_bootstrap(
+    before: Stats,
+    after: Stats,
+    score: ScoreFn,
+    *,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    confidence: float = DEFAULT_CONFIDENCE,
+    seed: int = 0,
+) -> PairedComparison:
+    """Paired bootstrap of a corpus statistic: examples are resampled jointly for both runs, ``score`` maps
+    each run's summed statistics to the metric, and the delta (after minus before) gets a percentile CI
+    and a two-sided p-value (:func:`bootstrap_pvalue`). Resamples where the metric is undefined are left out.
+    """
+    if before.shape != after.shape:
+        raise ValueError(f"paired statistics differ in shape: {before.shape} and {after.shape}")
+    n, k = before.shape
+    observed = score(np.vstack([_column_sums(before), _column_sums(after)]))
+    delta = float(observed[1] - observed[0]) if n else float("nan")
+    if n == 0 or n_resamples < 1:
+        return PairedComparison(delta, None, None, 1.0, "paired_bootstrap", n)
+    joint = (
+        scipy.sparse.hstack([before, after], format="csr")
+        if scipy.sparse.issparse(before) or scipy.sparse.issparse(after)
+        else np.hstack([np.asarray(before, dtype=np.float64), np.asarray(after, dtype=np.float64)])
+    )
+    sums = bootstrap_sums(joint, n_resamples=n_resamples, seed=seed)
+    deltas = np.asarray(score(sums[:, k:]), dtype=np.float64) - np.asarray(
+        score(sums[:, :k]), dtype=np.float64
+    )
+    deltas = deltas[~np.isnan(deltas)]
+    if deltas.size == 0:
+        return PairedComparison(delta, None, None, 1.0, "paired_bootstrap", n)
+    low, high = percentile_interval(deltas, confidence)
+    return PairedComparison(delta, low, high, bootstrap_pvalue(deltas), "paired_bootstrap", n)
+
+
+def _column_sums(stats: Stats) -> np.ndarray:
+    return np.asarray(stats.sum(axis=0), dtype=np.float64).reshape(-1)

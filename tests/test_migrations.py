@@ -17,6 +17,7 @@ TABLES = {
     "metrics",
     "predictions",
     "example_scores",
+    "example_stats",
     "loss_points",
     "health_reports",
     "baselines",
@@ -61,3 +62,48 @@ def test_sqlite_runs_in_wal_mode_with_busy_timeout(tmp_path) -> None:
         assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         assert conn.execute(text("PRAGMA busy_timeout")).scalar() == 1234
     engine.dispose()
+
+
+def test_0005_keeps_every_row_up_and_down(empty_db_url: str) -> None:
+    """The comparison-core revision only adds: runs, metrics and scores survive its upgrade and downgrade."""
+    from sqlalchemy import text
+
+    upgrade(empty_db_url, "0003")
+    engine = create_engine(empty_db_url)
+    rows = [
+        "INSERT INTO checkpoints (id, fingerprint, path, model_name, is_adapter, created_at) "
+        "VALUES (1, 'f', '/c', 'm', false, '2026-01-01')",
+        "INSERT INTO suites (id, name, fingerprint, source_text, created_at) "
+        "VALUES (1, 's', 'sf', 'x', '2026-01-01')",
+        "INSERT INTO datasets (id, name, fingerprint, row_count, path, created_at) "
+        "VALUES (1, 'd', 'df', 1, '/d', '2026-01-01')",
+        "INSERT INTO eval_runs (id, checkpoint_id, suite_id, model_name, trigger, status, idempotency_key, "
+        "warnings, created_at) VALUES ('r1', 1, 1, 'm', 'cli', 'succeeded', 'k', '[]', '2026-01-01')",
+        "INSERT INTO metrics (id, run_id, dataset_id, name, value, n, higher_is_better, signature, details) "
+        "VALUES (1, 'r1', 1, 'accuracy', 0.5, 1, true, 'sig', '{}')",
+        "INSERT INTO example_scores (id, run_id, dataset_id, metric, example_key, value) "
+        "VALUES (1, 'r1', 1, 'accuracy', 'e1', 1.0)",
+    ]
+    count = (
+        "SELECT (SELECT count(*) FROM eval_runs) + (SELECT count(*) FROM metrics) "
+        "+ (SELECT count(*) FROM example_scores) + (SELECT count(*) FROM checkpoints)"
+    )
+    try:
+        with engine.begin() as conn:
+            for statement in rows:
+                conn.execute(text(statement))
+        upgrade(empty_db_url)
+        with engine.begin() as conn:
+            assert conn.execute(text(count)).scalar() == 4
+            assert conn.execute(text("SELECT output_settings, config_hash FROM eval_runs")).one() == (
+                None,
+                None,
+            )
+            conn.execute(text("UPDATE eval_runs SET config_hash = 'h'"))
+        downgrade(empty_db_url, "0003")
+        with engine.begin() as conn:
+            assert conn.execute(text(count)).scalar() == 4
+            assert conn.execute(text("SELECT value FROM metrics")).scalar() == 0.5
+        assert "example_stats" not in _tables(empty_db_url)
+    finally:
+        engine.dispose()

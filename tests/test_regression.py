@@ -108,21 +108,23 @@ def test_comparison_uses_mcnemar_and_lists_flipped_examples(
     assert accuracy.test == "mcnemar_exact"
     assert accuracy.n == 54
     assert len(accuracy.worsened) - len(accuracy.improved) == round(-accuracy.delta * 54)
-    f1 = rows[("clauses", "f1")]  # macro F1 is corpus-level: judged by the candidate's own CI
-    assert (f1.test, f1.p_value) == ("ci_exclusion", None)
+    f1 = rows[("clauses", "f1")]  # macro F1 is corpus-level: a paired bootstrap of macro F1 itself
+    assert f1.test == "paired_bootstrap"
     assert f1.delta == pytest.approx(bad_m["f1"] - good_m["f1"])
+    assert f1.ci_low is not None and f1.ci_high is not None and f1.ci_low <= f1.ci_high
 
 
-def test_a_gate_on_a_corpus_metric_fires_when_the_ci_lies_beyond_the_baseline(
+def test_a_gate_on_a_corpus_metric_fires_on_its_paired_bootstrap(
     two_runs: tuple[str, str, Path], sqlite_url: str
 ) -> None:
     good, bad, _ = two_runs
     gates = {"clauses/f1": Gate(max_drop=0.02, alpha=0.05)}
     comparison = compare_runs(good, bad, gates=gates, database_url=sqlite_url)
     f1 = next(r for r in comparison.rows if r.metric == "f1")
-    bad_f1 = queries.run_metrics(bad, database_url=sqlite_url).set_index("name").loc["f1"]
-    assert bad_f1["ci_high"] < f1.baseline  # the candidate's CI lies below the baseline's value
+    assert f1.p_value is not None and f1.p_value < 0.05
+    assert f1.ci_high is not None and f1.ci_high < 0  # the whole CI of the delta lies below 0
     assert f1.regression
+    assert comparison.summary().startswith("regression: clauses/f1 dropped ")
 
 
 def test_gate_publishes_a_prefect_table_artifact(two_runs: tuple[str, str, Path]) -> None:
@@ -256,7 +258,5 @@ def test_comparing_runs_of_a_changed_suite_names_the_change(
     changed = evaluate_checkpoint(
         checkpoint=str(base_checkpoint), suite=str(edited), model_name="lineage-c", database_url=sqlite_url
     )
-    with pytest.raises(
-        InputError, match=r"used different settings of suite 'gated': dataset 'clauses' changed prompt"
-    ):
+    with pytest.raises(InputError, match=r"used different output settings: dataset 'clauses' prompt "):
         compare_runs(good, changed, database_url=sqlite_url)

@@ -140,6 +140,11 @@ class EvalRun(CreatedAt, Base):
     claim_id: Mapped[str | None] = mapped_column(String(32))
     claimed_by: Mapped[str | None] = mapped_column(String(255))  # host/pid namespace:pid of the claimer
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # What decides the run's outputs and statistics: per dataset, its output settings (runner, dtype,
+    # context cap, generation options, templates...) and their config hash, plus the run's seed and
+    # bootstrap size; config_hash covers all of it. Runs are comparable only when their outputs were.
+    output_settings: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    config_hash: Mapped[str | None] = mapped_column(String(64))
 
     checkpoint: Mapped[Checkpoint] = relationship(lazy="raise")
     suite: Mapped[Suite] = relationship(lazy="raise")
@@ -165,6 +170,9 @@ class Metric(Base):
     higher_is_better: Mapped[bool] = mapped_column(Boolean)
     signature: Mapped[str] = mapped_column(Text)
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # None: the value is the mean of the per-example scores; else the registered aggregator
+    # ({"fn": name, **params}) that maps summed per-example statistics (example_stats) to the value.
+    aggregation: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     dataset: Mapped[Dataset] = relationship(lazy="raise")
 
@@ -214,6 +222,24 @@ class ExampleScore(Base):
     metric: Mapped[str] = mapped_column(String(255))
     example_key: Mapped[str] = mapped_column(String(255))
     value: Mapped[float | None] = mapped_column(Float)  # None where undefined (NaN)
+
+
+class ExampleStats(Base):
+    """A corpus metric's sufficient statistics on one example in one run (F1: per-class tp/fp/fn; BLEU:
+    n-gram counts and lengths; perplexity: log-likelihood and units): the input of its paired bootstrap."""
+
+    __tablename__ = "example_stats"
+    __table_args__ = (
+        UniqueConstraint("run_id", "dataset_id", "metric", "example_key"),
+        Index("ix_example_stats_run_metric", "run_id", "metric"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("eval_runs.id", ondelete="CASCADE"))
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"))
+    metric: Mapped[str] = mapped_column(String(255))
+    example_key: Mapped[str] = mapped_column(String(255))
+    stats: Mapped[list[float]] = mapped_column(JSON)
 
 
 class LossPoint(Base):

@@ -20,6 +20,7 @@ from posteval.db.models import (
     Dataset,
     EvalRun,
     ExampleScore,
+    ExampleStats,
     HealthReport,
     LossPoint,
     Metric,
@@ -198,7 +199,7 @@ def mark_failed(session: Session, run_id: str, error: str, claim_id: str | None 
     )
     if not getattr(failed, "rowcount", 0):
         return False
-    for model in (ExampleScore, Metric, HealthReport):
+    for model in (ExampleScore, ExampleStats, Metric, HealthReport):
         session.execute(delete(model).where(model.run_id == run_id))
     return True
 
@@ -212,7 +213,7 @@ def reset_run(session: Session, run_id: str, reason: str) -> str:
     run = session.get_one(EvalRun, run_id, with_for_update=True)
     previous = run.status
     if previous in ("pending", "running"):
-        for model in (ExampleScore, Metric, HealthReport):
+        for model in (ExampleScore, ExampleStats, Metric, HealthReport):
             session.execute(delete(model).where(model.run_id == run_id))
         session.execute(
             update(EvalRun)
@@ -298,7 +299,7 @@ def save_results(
     keys: Sequence[str],
     results: Sequence[MetricResult],
 ) -> None:
-    """Metrics of one dataset with their per-example scores (in ``keys`` order)."""
+    """Metrics of one dataset with their per-example scores and statistics (in ``keys`` order)."""
     for result in results:
         session.add(
             Metric(
@@ -312,10 +313,18 @@ def save_results(
                 higher_is_better=result.higher_is_better,
                 signature=result.signature,
                 details=result.details,
+                aggregation=result.aggregation,
             )
         )
     session.flush()  # the metric rows first: every score references its metric
     for result in results:
+        if result.stats is not None and len(result.stats) == len(keys):
+            session.add_all(
+                ExampleStats(
+                    run_id=run_id, dataset_id=dataset_id, metric=result.name, example_key=key, stats=row
+                )
+                for key, row in zip(keys, result.stats, strict=True)
+            )
         if result.per_example is not None and len(result.per_example) == len(keys):
             session.add_all(
                 ExampleScore(
