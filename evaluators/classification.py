@@ -22,6 +22,7 @@ from sklearn.metrics import (
 )
 
 from evaluators.base import EvalInputs, register_metric
+from evaluators.choice import choice_accuracy
 from evaluators.common import Regex, corpus_result, decomposable_result
 from evaluators.labels import INVALID, Extraction, Labelled, check_extraction, extract_label, labelled
 from posteval.results import MetricResult
@@ -146,11 +147,18 @@ for _name in _PRF_INDEX:
     _register_averaged(_name)
 
 
-@register_metric("accuracy", higher_is_better=True, needs_labels=True, check=check_extraction)
+@register_metric(
+    "accuracy", higher_is_better=True, needs_labels=True, accepts_choices=True, check=check_extraction
+)
 def accuracy(
     inputs: EvalInputs, *, extract: Extraction = "first_line", pattern: Regex | None = None
 ) -> MetricResult:
-    """Share of examples whose extracted label equals the reference; per-example scores are 1 or 0."""
+    """Share of examples whose extracted label equals the reference; per-example scores are 1 or 0.
+
+    Multiple choice by loglikelihood: the share whose likeliest choice (summed log-prob) is the gold.
+    """
+    if inputs.choice_logprobs is not None:
+        return choice_accuracy(inputs, "accuracy", normalise=False)
     data = labelled(inputs, "accuracy", extract, pattern)
     details = {"labels": data.order, "invalid": data.invalid}
     return _accuracy_result("accuracy", data, inputs, _options(extract, pattern), details)

@@ -25,10 +25,10 @@ from posteval.db.engine import session_scope
 from posteval.db.models import EvalRun, utcnow
 from posteval.errors import InputError, RunnerError
 from posteval.forgetting import ForgettingReport, assess_forgetting
-from posteval.hashing import sha256_json
+from posteval.hashing import sha256_json, stat_key
 from posteval.health import HealthReport, assess_log, assess_measured, combine, read_loss_history
 from posteval.results import MetricResult
-from posteval.runners import get_runner
+from posteval.runners import get_runner, tokenization_policy
 from posteval.runners.base import GenerationOptions, Loglikelihood, Runner
 from posteval.runners.hf import pick_device, pick_dtype
 from posteval.settings import get_settings
@@ -66,17 +66,20 @@ class DatasetOutcome:
 
 
 @lru_cache(maxsize=16)
-def _load_cached(spec_json: str, stamp: tuple[int, int]) -> LoadedDataset:
+def _load_cached(spec_json: str, stamp: tuple[str, ...]) -> LoadedDataset:
     return load_dataset(DatasetSpec.model_validate_json(spec_json))
 
 
-def _stamp(path: Path) -> tuple[int, int]:
-    """(size, newest mtime) of a file or folder: an edited dataset is loaded again, not served stale."""
+def _stamp(path: Path) -> tuple[str, ...]:
+    """Every file's :func:`~posteval.hashing.stat_key` (path, inode, size, mtime, ctime), sorted.
+
+    An edited dataset is loaded again, not served stale, even when it was copied over with preserved
+    times and the same total size.
+    """
     if not path.exists():
-        return (0, 0)
+        return ()
     files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else [path]
-    stats = [f.stat() for f in files]
-    return (sum(s.st_size for s in stats), max((s.st_mtime_ns for s in stats), default=0))
+    return tuple(sorted(stat_key(f) for f in files))
 
 
 def load(spec: DatasetSpec) -> LoadedDataset:
@@ -103,8 +106,9 @@ def config_hash(suite: Suite, spec: DatasetSpec, checkpoint: CheckpointInfo) -> 
     if checkpoint.runner == "hf":
         settings["dtype"] = str(pick_dtype(pick_device(app.device), app.dtype))
         settings["max_length"] = app.max_length
-    else:
-        settings["bos_text"] = app.openai_bos_text
+    # The resolved tokenization policy decides what the model conditions on (for a served model it
+    # holds bos_text): a changed policy is a new config, never a silent cache hit.
+    settings["tokenization"] = tokenization_policy(checkpoint, suite.bos)
     if spec.kind == "perplexity":
         settings |= {"text": spec.text, "stride": spec.stride}
     elif spec.scoring == "loglikelihood":
@@ -180,26 +184,43 @@ def _generated_rows(
 
 
 def _choice_rows(runner: Runner, suite: Suite, loaded: LoadedDataset, todo: list[int]) -> Iterator[list[Row]]:
-    """Multiple choice: every label scored as a continuation; the likeliest label is the output."""
-    labels = loaded.spec.labels or []
-    prompts = loaded.prompts()
-    requests = [(prompts[i], loaded.spec.target_delimiter + label) for i in todo for label in labels]
-    pending: dict[int, dict[str, Loglikelihood]] = {}
-    batches = runner.loglikelihood(requests, batch_size=suite.generation.batch_size)
-    for indices, results in batches:
+    """Multiple choice: every choice scored as a continuation; the likeliest (by summed log-prob) is the
+    output. Each choice's log-prob, token count and byte count are stored, so accuracy_norm needs no rerun.
+
+    A choice scored over zero tokens would get log-prob 0 and always win: it is an error naming the example.
+    """
+    spec = loaded.spec
+    prompts, choice_lists = loaded.prompts(), loaded.choice_lists()
+    requests: list[tuple[str, str]] = []
+    owner: list[tuple[int, int]] = []  # (position in todo, choice index) of every request
+    for position, i in enumerate(todo):
+        for j, choice in enumerate(choice_lists[i]):
+            requests.append((prompts[i], spec.target_delimiter + choice))
+            owner.append((position, j))
+    pending: dict[int, dict[int, Loglikelihood]] = {}
+    for indices, results in runner.loglikelihood(requests, batch_size=suite.generation.batch_size):
         rows: list[Row] = []
         for request, result in zip(indices, results, strict=True):
-            example, label = divmod(request, len(labels))
-            scores = pending.setdefault(example, {})
-            scores[labels[label]] = result
-            if len(scores) == len(labels):
-                del pending[example]
-                best = max(labels, key=lambda name: scores[name].logprob)
+            position, j = owner[request]
+            example = todo[position]
+            choices = choice_lists[example]
+            if result.n_tokens == 0:
+                raise InputError(
+                    f"dataset {spec.name!r}, example {loaded.keys[example]!r}: choice {choices[j]!r} was "
+                    f"scored over zero tokens (an empty choice, or a context ending where the choice's "
+                    f"first token begins: end the prompt before target_delimiter {spec.target_delimiter!r})"
+                )
+            scores = pending.setdefault(position, {})
+            scores[j] = result
+            if len(scores) == len(choices):
+                del pending[position]
+                best = max(range(len(choices)), key=lambda k: scores[k].logprob)
                 extra = {
-                    "logprobs": {name: scores[name].logprob for name in labels},
-                    "n_tokens": {name: scores[name].n_tokens for name in labels},
+                    "logprobs": {choices[k]: scores[k].logprob for k in range(len(choices))},
+                    "n_tokens": {choices[k]: scores[k].n_tokens for k in range(len(choices))},
+                    "n_bytes": {choices[k]: len(choices[k].encode("utf-8")) for k in range(len(choices))},
                 }
-                rows.append((loaded.keys[todo[example]], best, extra))
+                rows.append((loaded.keys[example], choices[best], extra))
         if rows:
             yield rows
 
@@ -262,7 +283,7 @@ def run_model(
     if not todo:
         log.info("dataset %s: all %d outputs cached", spec.name, len(positions))
         return []
-    runner = get_runner(checkpoint, settings.device, settings.dtype)
+    runner = get_runner(checkpoint, settings.device, settings.dtype, suite.bos)
     warnings_before = len(runner.warnings)
     if spec.kind == "perplexity":
         produce, verb = _perplexity_rows, "scoring text"
@@ -293,14 +314,20 @@ def score(
         rows = [stored[key] for key in loaded.keys]
     extras = [row.extra for row in rows]
     scored_text = spec.kind == "perplexity"
+    choice = spec.scoring == "loglikelihood"
+    choice_lists = loaded.choice_lists() if choice else None
     inputs = EvalInputs(
         predictions=[row.output or "" for row in rows],
-        references=loaded.references,
+        references=loaded.gold_choices() if choice else loaded.references,
         labels=spec.labels,
         rows=loaded.rows,
         logprob_sums=[float(e["logprob"]) for e in extras] if scored_text else None,
         token_counts=[int(e["n_tokens"]) for e in extras] if scored_text else None,
         byte_counts=[int(e["n_bytes"]) for e in extras] if scored_text else None,
+        choices=choice_lists,
+        choice_logprobs=None
+        if choice_lists is None
+        else [[float(e["logprobs"][c]) for c in cs] for e, cs in zip(extras, choice_lists, strict=True)],
         seed=suite.seed,
         n_bootstrap=suite.bootstrap_resamples,
     )
