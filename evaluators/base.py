@@ -65,6 +65,8 @@ class MetricInfo:
     options_model: type[pydantic.BaseModel]
     needs_loglikelihoods: bool = False
     needs_choices: bool = False  # only for multiple choice by loglikelihood (scoring: loglikelihood)
+    # A report (confusion matrix, per-class table): stored as the run's details, never compared or gated.
+    is_report: bool = False
     accepts_choices: bool = False  # works on per-row choices in place of a label set
 
 
@@ -123,6 +125,7 @@ def register_metric(
     needs_loglikelihoods: bool = False,
     needs_choices: bool = False,
     accepts_choices: bool = False,
+    is_report: bool = False,
     check: OptionsCheck | None = None,
 ) -> Callable[[MetricFn], MetricFn]:
     """Register ``fn`` under ``name``; a second registration of the same name is an error.
@@ -131,6 +134,7 @@ def register_metric(
     ``needs_loglikelihoods`` marks metrics of scored text (``kind: perplexity`` datasets) — only those.
     ``needs_choices`` marks metrics of multiple choice scores (``scoring: loglikelihood``) — only those;
     ``accepts_choices`` lets a metric that needs labels run on per-row ``choices`` instead.
+    ``is_report`` marks a report: its result's ``details`` are stored as the run's details, its value never.
     """
 
     def decorate(fn: MetricFn) -> MetricFn:
@@ -146,6 +150,7 @@ def register_metric(
             needs_loglikelihoods=needs_loglikelihoods,
             needs_choices=needs_choices,
             accepts_choices=accepts_choices,
+            is_report=is_report,
             options_model=_options_model(name, fn, check),
         )
         return fn

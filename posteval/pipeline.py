@@ -27,7 +27,7 @@ from posteval.errors import InputError, RunnerError
 from posteval.forgetting import ForgettingReport, assess_forgetting
 from posteval.hashing import sha256_json, stat_key
 from posteval.health import HealthReport, assess_log, assess_measured, combine, read_loss_history
-from posteval.results import MetricResult
+from posteval.results import MetricResult, RunDetailResult
 from posteval.runners import get_runner, tokenization_policy
 from posteval.runners.base import GenerationOptions, Loglikelihood, Runner
 from posteval.runners.hf import pick_device, pick_dtype
@@ -63,6 +63,7 @@ class DatasetOutcome:
     keys: list[str]
     results: list[MetricResult]
     warnings: list[str] = field(default_factory=list)
+    details: list[RunDetailResult] = field(default_factory=list)  # reports: never compared or gated
 
 
 @lru_cache(maxsize=16)
@@ -335,11 +336,15 @@ def score(
     provenance = (
         f"|checkpoint:{checkpoint.fingerprint[:16]}|dataset:{dataset.fingerprint[:16]}|config:{chash[:16]}"
     )
-    results = [
-        dataclasses.replace(result, signature=result.signature + provenance)
-        for result in (metric.compute(inputs) for metric in spec.bound_metrics())
-    ]
-    return DatasetOutcome(dataset=dataset, keys=loaded.keys, results=results)
+    results, details = [], []
+    for metric in spec.bound_metrics():
+        result = metric.compute(inputs)
+        signature = result.signature + provenance
+        if metric.info.is_report:
+            details.append(RunDetailResult(result.name, result.n, signature, result.details))
+        else:
+            results.append(dataclasses.replace(result, signature=signature))
+    return DatasetOutcome(dataset=dataset, keys=loaded.keys, results=results, details=details)
 
 
 def assess_health(
@@ -393,6 +398,7 @@ def persist(
                 session, ref.spec.name, ref.fingerprint, ref.row_count, str(ref.spec.path)
             )
             repo.save_results(session, run_id, row.id, outcome.keys, outcome.results)
+            repo.save_details(session, run_id, row.id, outcome.details)
         if health is not None:
             curve = health.details.get("loss_curve", [])
             checkpoint_id = session.get_one(EvalRun, run_id).checkpoint_id

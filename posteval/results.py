@@ -25,3 +25,13 @@ class MetricResult:
     ci_low: float | None = None
     ci_high: float | None = None
     details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunDetailResult:
+    """A report of one dataset (confusion matrix, per-class table...): details, never a compared number."""
+
+    name: str
+    n: int
+    signature: str
+    details: dict[str, Any] = field(default_factory=dict)

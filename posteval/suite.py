@@ -107,8 +107,8 @@ class DatasetSpec(_Strict):
         return [resolve_metric(spec) for spec in self.metrics]
 
     def categories(self) -> set[str]:
-        """The rule-of-three categories this dataset's metrics cover."""
-        return {metric.info.category for metric in self.bound_metrics()}
+        """The rule-of-three categories this dataset's metrics cover (reports are not metrics)."""
+        return {metric.info.category for metric in self.bound_metrics() if not metric.info.is_report}
 
     def prompt_fields(self) -> list[str]:
         """Fields every row must have for this dataset (a perplexity prompt templates the scored text)."""
@@ -329,13 +329,34 @@ def parse_suite(text: str, path: Path) -> tuple[Suite, str]:
 
 
 def metric_names(suite: Suite) -> list[str]:
-    """Every ``dataset/metric`` the suite stores, in suite order: what gates may name."""
-    return [f"{spec.name}/{metric.name}" for spec in suite.all_datasets() for metric in spec.bound_metrics()]
+    """Every ``dataset/metric`` the suite stores, in suite order: what gates may name (reports are not)."""
+    return [
+        f"{spec.name}/{metric.name}"
+        for spec in suite.all_datasets()
+        for metric in spec.bound_metrics()
+        if not metric.info.is_report
+    ]
+
+
+def report_names(suite: Suite) -> list[str]:
+    """Every ``dataset/report`` the suite stores as the run's details."""
+    return [
+        f"{spec.name}/{metric.name}"
+        for spec in suite.all_datasets()
+        for metric in spec.bound_metrics()
+        if metric.info.is_report
+    ]
 
 
 def _check_gates(suite: Suite, path: Path) -> None:
     known = metric_names(suite)
+    reports = report_names(suite)
     for key in suite.gates:
+        if key in reports:
+            raise SuiteError(
+                f"{path}: gates.{key}: {key.split('/')[-1]!r} is a report, stored as the run's details; "
+                f"reports are never compared or gated. Gate a metric instead: {', '.join(known)}"
+            )
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""

@@ -21,10 +21,11 @@ from posteval.db.models import (
     LossPoint,
     Metric,
     Prediction,
+    RunDetail,
     Suite,
     utcnow,
 )
-from posteval.results import MetricResult
+from posteval.results import MetricResult, RunDetailResult
 
 
 def _get_or_create(session: Session, model: type[Any], lookup: Mapping[str, Any], **values: Any) -> Any:
@@ -120,7 +121,7 @@ def claim_run(session: Session, run_id: str, flow_run_id: str | None = None) -> 
 
 def mark_failed(session: Session, run_id: str, error: str) -> None:
     """-> failed with ``error``; any metrics or scores of the run are removed so nothing looks succeeded."""
-    for model in (ExampleScore, Metric, HealthReport):
+    for model in (ExampleScore, Metric, RunDetail, HealthReport):
         session.execute(delete(model).where(model.run_id == run_id))
     run = session.get_one(EvalRun, run_id)
     run.status, run.finished_at, run.error = "failed", utcnow(), error
@@ -224,6 +225,22 @@ def save_results(
                 )
                 for key, v in zip(keys, result.per_example, strict=True)
             )
+    session.flush()
+
+
+def save_details(session: Session, run_id: str, dataset_id: int, details: Sequence[RunDetailResult]) -> None:
+    """Reports of one dataset (confusion matrix, per-class table...) as the run's details."""
+    session.add_all(
+        RunDetail(
+            run_id=run_id,
+            dataset_id=dataset_id,
+            name=detail.name,
+            n=detail.n,
+            signature=detail.signature,
+            details=detail.details,
+        )
+        for detail in details
+    )
     session.flush()
 
 
