@@ -108,6 +108,7 @@ class _RunMetrics:
     status: str
     values: dict[tuple[str, str], tuple[float | None, bool, float | None, float | None]]
     fingerprints: dict[str, str]
+    tokenization: dict[str, str | None]  # per dataset: the signature's tokens: field, None before it existed
 
 
 def _load(session: Any, run_id: str) -> _RunMetrics:
@@ -127,6 +128,7 @@ def _load(session: Any, run_id: str) -> _RunMetrics:
             Metric.higher_is_better,
             Metric.ci_low,
             Metric.ci_high,
+            Metric.signature,
         )
         .join(Dataset, Metric.dataset_id == Dataset.id)
         .where(Metric.run_id == run_id)
@@ -137,7 +139,13 @@ def _load(session: Any, run_id: str) -> _RunMetrics:
         status=found.status,
         values={(r[0], r[2]): (r[3], r[4], r[5], r[6]) for r in rows},
         fingerprints={r[0]: r[1] for r in rows},
+        tokenization={r[0]: _tokens_field(r[7]) for r in rows},
     )
+
+
+def _tokens_field(signature: str) -> str | None:
+    """The tokenization policy a metric row was computed under (its signature's ``tokens:`` field)."""
+    return next((part for part in signature.split("|") if part.startswith("tokens:")), None)
 
 
 def _scores(session: Any, run_id: str, metric: str, dataset: str) -> dict[str, float | None]:
@@ -197,6 +205,17 @@ def check_comparable(baseline: _RunMetrics, candidate: _RunMetrics, ids: tuple[s
             f"runs {ids[0][:12]} and {ids[1][:12]} used different settings of suite {baseline.suite!r}: "
             + "; ".join(changed)
             + " (a difference the checkpoints did not cause; evaluate the baseline with this suite)"
+        )
+    policies = [
+        f"{name} ({baseline.tokenization[name] or 'none recorded'} vs {candidate.tokenization[name]})"
+        for name in sorted(set(baseline.tokenization) & set(candidate.tokenization))
+        if baseline.tokenization[name] != candidate.tokenization[name]
+    ]
+    if policies:
+        raise InputError(
+            f"runs {ids[0][:12]} and {ids[1][:12]} used different tokenization policies (what the model "
+            "is conditioned on) for " + ", ".join(policies) + "; evaluate the baseline once more with "
+            "this version and suite"
         )
     differing = [
         f"{name} ({baseline.fingerprints[name][:12]} vs {candidate.fingerprints[name][:12]})"

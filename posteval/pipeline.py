@@ -29,7 +29,7 @@ from posteval.hashing import sha256_json, stat_key
 from posteval.health import HealthReport, assess_log, assess_measured, combine, read_loss_history
 from posteval.results import MetricResult, RunDetailResult
 from posteval.runners import get_runner, tokenization_policy
-from posteval.runners.base import GenerationOptions, Loglikelihood, Runner
+from posteval.runners.base import GenerationOptions, Loglikelihood, Runner, policy_signature
 from posteval.runners.hf import pick_device, pick_dtype
 from posteval.settings import get_settings
 from posteval.suite import HEALTH_DATASETS, DatasetSpec, LoadedSuite, Suite
@@ -333,8 +333,11 @@ def score(
         n_bootstrap=suite.bootstrap_resamples,
     )
     # The signature also names what the number was computed from, so a stored row explains itself.
+    # The tokenization policy is spelled out: comparisons refuse runs whose policies differ.
+    tokens = policy_signature(tokenization_policy(checkpoint, suite.bos))
     provenance = (
         f"|checkpoint:{checkpoint.fingerprint[:16]}|dataset:{dataset.fingerprint[:16]}|config:{chash[:16]}"
+        f"|{tokens}"
     )
     results, details = [], []
     for metric in spec.bound_metrics():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Generic, Literal, Protocol, TypeVar
@@ -53,6 +54,20 @@ class PrefixPolicy(Generic[P]):
             "prefix": self.prefix("x"),
             "empty_context_prefix": self.prefix(""),
         }
+
+
+def policy_signature(described: dict[str, object]) -> str:
+    """A described policy as one signature field: ``tokens:bos=auto,prefix=[],empty=[0]``.
+
+    Values are JSON with ``|`` escaped, so a ``bos_text`` such as ``<|endoftext|>`` never splits the
+    signature's ``|``-separated fields.
+    """
+    parts = [
+        f"bos={described['bos']}",
+        f"prefix={json.dumps(described['prefix'])}",
+        f"empty={json.dumps(described['empty_context_prefix'])}",
+    ]
+    return "tokens:" + ",".join(parts).replace("|", "\\u007c")
 
 
 @dataclass(frozen=True)
