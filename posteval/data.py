@@ -132,7 +132,9 @@ def _read_rows(spec: DatasetSpec) -> list[dict[str, Any]]:
             f"dataset {spec.name!r}: {path}: unsupported file type {path.suffix!r} "
             f"(expected one of {', '.join(sorted(_BUILDERS))} or a saved dataset folder)"
         )
-    cache_dir = get_settings().cache_dir / "datasets"
+    # `datasets` keys its Arrow cache on the file's path and mtime, which a copy with preserved times
+    # (cp -p, rsync -a) keeps: a cache folder per content hash means new content is never served stale.
+    cache_dir = get_settings().cache_dir / "datasets" / FileHashCache().file_sha256(path)[:16]
     try:
         loaded = datasets.load_dataset(builder, data_files=str(path), split="train", cache_dir=str(cache_dir))
     except Exception as exc:
