@@ -69,7 +69,7 @@ def markdown(reports: list[dict[str, Any]]) -> str:
             parts.append("no examples\n")
             continue
         headers, rows = table
-        lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+        lines = ["| " + " | ".join(_cell(h) for h in headers) + " |", "|" + "---|" * len(headers)]
         lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
         parts.append("\n".join(lines) + "\n")
     return "\n".join(parts)
