@@ -206,3 +206,62 @@ def test_the_artifact_markdown_shows_each_report_as_a_table() -> None:
         "| true \\ predicted | a | b\\|c |\n|---|---|---|\n| a | 1 | 0 |\n| b\\|c | 2 | 3 |\n\n"
         "### mc: per_class\n\nno examples\n"
     )
+
+
+GATED = """\
+name: gated-policy
+allow_incomplete: true
+generation: {max_new_tokens: 4, batch_size: 8}
+datasets:
+  - name: clauses
+    path: clauses.jsonl
+    prompt: "Clause: {text}\\nType:"
+    reference: label
+    labels: [lease, nda, employment]
+    metrics: [accuracy]
+gates:
+  clauses/accuracy: {max_drop: 0.5}
+"""
+
+
+def _evaluated_run(checkpoint: Path, suite_path: Path, url: str) -> str:
+    from posteval import pipeline
+    from posteval.checkpoint import resolve_checkpoint
+
+    loaded = load_suite(suite_path)
+    info = resolve_checkpoint(checkpoint, model_name="gated-policy-model")
+    refs = [pipeline.prepare_dataset(spec) for spec in loaded.suite.datasets]
+    run = pipeline.register_run(info, loaded, refs, trigger="cli", force=True, database_url=url)
+    outcomes = []
+    for ref in refs:
+        pipeline.run_model(info, loaded.suite, ref, database_url=url)
+        outcomes.append(pipeline.score(info, loaded.suite, ref, database_url=url))
+    pipeline.persist(run.run_id, outcomes, database_url=url)
+    return run.run_id
+
+
+def test_a_baseline_stored_before_the_policy_is_incomparable_naming_it(
+    tmp_path: Path, finetuned_checkpoint: Path, sqlite_url: str
+) -> None:
+    from sqlalchemy import update
+
+    from posteval import pipeline
+    from tests.helpers import heldout_rows, write_jsonl
+
+    write_jsonl(tmp_path / "clauses.jsonl", heldout_rows(6))
+    (tmp_path / "suite.yaml").write_text(GATED)
+    suite = load_suite(tmp_path / "suite.yaml").suite
+    baseline = _evaluated_run(finetuned_checkpoint, tmp_path / "suite.yaml", sqlite_url)
+    with session_scope(sqlite_url) as session:  # as stored before this version: no tokens: field
+        for metric in session.query(Metric).filter_by(run_id=baseline):
+            stripped = "|".join(p for p in metric.signature.split("|") if not p.startswith("tokens:"))
+            session.execute(update(Metric).where(Metric.id == metric.id).values(signature=stripped))
+    candidate = _evaluated_run(finetuned_checkpoint, tmp_path / "suite.yaml", sqlite_url)
+    status, summary, comparison = pipeline.gate(candidate, suite, database_url=sqlite_url)
+    assert (status, comparison) == ("incomparable", None)
+    assert (
+        "different tokenization policies" in summary
+        and "clauses (none recorded vs tokens:bos=auto" in summary
+    )
+    again = _evaluated_run(finetuned_checkpoint, tmp_path / "suite.yaml", sqlite_url)  # the baseline re-run
+    assert pipeline.gate(again, suite, database_url=sqlite_url)[0] == "passed"
