@@ -282,3 +282,35 @@ def test_accuracy_norm_divides_by_the_choice_byte_length() -> None:
     assert resolve_metric("accuracy").compute(inputs).value == 0.0
     assert resolve_metric("accuracy_norm").compute(inputs).value == 1.0
     assert not math.isnan(resolve_metric("accuracy_norm").compute(inputs).ci_low or 0.0)
+
+
+def test_a_choice_straddled_by_a_served_token_is_an_error_not_a_free_win(
+    served: OpenAIServer, tmp_path: Path
+) -> None:
+    from posteval.pipeline import _choice_rows, load
+    from posteval.runners.openai import OpenAIRunner
+
+    write_jsonl(tmp_path / "items.jsonl", _rows()[:2])
+    suite_text = SUITE.format(bos="auto").replace(
+        'Type:"\n    reference: label', 'Type: "\n    reference: label'
+    )
+    suite_text = suite_text.replace(
+        "    scoring: loglikelihood\n", '    scoring: loglikelihood\n    target_delimiter: ""\n', 1
+    )
+    (tmp_path / "suite.yaml").write_text(suite_text)
+    write_jsonl(tmp_path / "per_row.jsonl", _per_row(_rows()))
+    suite = load_suite(tmp_path / "suite.yaml").suite
+    runner = OpenAIRunner(served.base_url, "policy-toy", retry_delay=0.001)
+    # "Type: lease" is tokenized "Type", ":", " lease": the choice's only token starts inside the context.
+    with pytest.raises(InputError, match=r"example '0': choice 'lease' was scored over zero tokens"):
+        list(_choice_rows(runner, suite, load(suite.datasets[0]), [0, 1]))
+
+
+def test_bos_never_leaves_a_texts_first_token_unscored(base_checkpoint: Path) -> None:
+    from posteval.runners.hf import HFRunner
+
+    text = "The tenant shall pay the rent."
+    runners = {mode: HFRunner(resolve_checkpoint(base_checkpoint), bos=mode) for mode in ("auto", "never")}
+    got = {mode: next(iter(r.rolling_loglikelihood([text])))[1][0] for mode, r in runners.items()}
+    n = len(runners["auto"].tokenizer(text, add_special_tokens=False)["input_ids"])
+    assert (got["auto"].n_tokens, got["never"].n_tokens) == (n, n - 1)
