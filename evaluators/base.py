@@ -40,6 +40,10 @@ class EvalInputs:
     logprob_sums: Sequence[float] | None = None
     token_counts: Sequence[int] | None = None
     byte_counts: Sequence[int] | None = None
+    # Multiple choice by loglikelihood: each example's choices and their summed log-probs, in choice order
+    # (``references`` then hold the correct choice's text).
+    choices: Sequence[Sequence[str]] | None = None
+    choice_logprobs: Sequence[Sequence[float]] | None = None
     seed: int = 0
     n_bootstrap: int = 1000
 
@@ -61,6 +65,10 @@ class MetricInfo:
     needs_labels: bool
     options_model: type[pydantic.BaseModel]
     needs_loglikelihoods: bool = False
+    needs_choices: bool = False  # only for multiple choice by loglikelihood (scoring: loglikelihood)
+    # A report (confusion matrix, per-class table): stored as the run's details, never compared or gated.
+    is_report: bool = False
+    accepts_choices: bool = False  # works on per-row choices in place of a label set
 
 
 _REGISTRY: dict[str, MetricInfo] = {}
@@ -116,12 +124,18 @@ def register_metric(
     needs_references: bool = True,
     needs_labels: bool = False,
     needs_loglikelihoods: bool = False,
+    needs_choices: bool = False,
+    accepts_choices: bool = False,
+    is_report: bool = False,
     check: OptionsCheck | None = None,
 ) -> Callable[[MetricFn], MetricFn]:
     """Register ``fn`` under ``name``; a second registration of the same name is an error.
 
     ``check`` validates the options together when the suite loads; it raises ValueError naming the option.
     ``needs_loglikelihoods`` marks metrics of scored text (``kind: perplexity`` datasets) — only those.
+    ``needs_choices`` marks metrics of multiple choice scores (``scoring: loglikelihood``) — only those;
+    ``accepts_choices`` lets a metric that needs labels run on per-row ``choices`` instead.
+    ``is_report`` marks a report: its result's ``details`` are stored as the run's details, its value never.
     """
 
     def decorate(fn: MetricFn) -> MetricFn:
@@ -135,6 +149,9 @@ def register_metric(
             needs_references=needs_references,
             needs_labels=needs_labels,
             needs_loglikelihoods=needs_loglikelihoods,
+            needs_choices=needs_choices,
+            accepts_choices=accepts_choices,
+            is_report=is_report,
             options_model=_options_model(name, fn, check),
         )
         return fn

@@ -1,8 +1,9 @@
 """Label extraction: generated text mapped onto a dataset's label set, or onto ``<invalid>``.
 
-Every classification metric works over the labels that occur as a reference or a prediction (the set
-scikit-learn uses by default), in the label set's declared order, with ``<invalid>`` last when at least one
-prediction falls outside the label set: an unparseable answer is its own class, never silently dropped.
+Averaged metrics work over the dataset's declared label set (scikit-learn's ``labels=``): an output outside
+it is ``<invalid>``, wrong for its true class (a false negative) and a false positive of no label-set class,
+so one unparseable answer costs what one wrong answer costs, and ``invalid_rate`` reports how many there
+were. The confusion matrix shows the labels that occur, with ``<invalid>`` as a column of its own.
 """
 
 from __future__ import annotations
@@ -61,11 +62,13 @@ def check_extraction(options: Mapping[str, Any]) -> None:
 
 @dataclass(frozen=True)
 class Labelled:
-    """Reference and extracted labels of a dataset, in example order, with the reporting label order."""
+    """Reference and extracted labels of a dataset, in example order; the declared label set (what the
+    averages run over) and the order of the labels that occur, ``<invalid>`` last (the confusion matrix's)."""
 
     references: list[str]
     predicted: list[str]
     order: list[str]
+    labels: list[str]
 
     @property
     def invalid(self) -> int:
@@ -89,4 +92,4 @@ def labelled(inputs: EvalInputs, metric: str, extract: Extraction, pattern: str 
     predicted = [extract_label(p, declared, rule=extract, pattern=pattern) for p in inputs.predictions]
     occurring = set(references) | set(predicted)
     order = [label for label in [*declared, INVALID] if label in occurring]
-    return Labelled(references=references, predicted=predicted, order=order)
+    return Labelled(references=references, predicted=predicted, order=order, labels=declared)

@@ -115,6 +115,7 @@ class _RunMetrics:
     values: dict[tuple[str, str], tuple[float | None, bool, dict[str, Any] | None]]
     fingerprints: dict[str, str]
     settings: dict[str, Any] | None
+    tokenization: dict[str, str | None]  # per dataset: the signature's tokens: field, None before it existed
 
 
 def _load(session: Any, run_id: str) -> _RunMetrics:
@@ -133,6 +134,7 @@ def _load(session: Any, run_id: str) -> _RunMetrics:
             Metric.value,
             Metric.higher_is_better,
             Metric.aggregation,
+            Metric.signature,
         )
         .join(Dataset, Metric.dataset_id == Dataset.id)
         .where(Metric.run_id == run_id)
@@ -143,7 +145,13 @@ def _load(session: Any, run_id: str) -> _RunMetrics:
         values={(r[0], r[2]): (r[3], r[4], r[5]) for r in rows},
         fingerprints={r[0]: r[1] for r in rows},
         settings=found.output_settings,
+        tokenization={r[0]: _tokens_field(r[6]) for r in rows},
     )
+
+
+def _tokens_field(signature: str) -> str | None:
+    """The tokenization policy a metric row was computed under (its signature's ``tokens:`` field)."""
+    return next((part for part in signature.split("|") if part.startswith("tokens:")), None)
 
 
 def _sample(session: Any, run_id: str, dataset: str, metric: str, stored: tuple[Any, ...]) -> MetricSample:
@@ -210,6 +218,17 @@ def check_comparable(baseline: _RunMetrics, candidate: _RunMetrics, ids: tuple[s
         raise InputError(
             f"runs {ids[0][:12]} and {ids[1][:12]} are of different suites "
             f"({baseline.suite!r} and {candidate.suite!r}); compare runs of one suite"
+        )
+    policies = [
+        f"{name} ({baseline.tokenization[name] or 'none recorded'} vs {candidate.tokenization[name]})"
+        for name in sorted(set(baseline.tokenization) & set(candidate.tokenization))
+        if baseline.tokenization[name] != candidate.tokenization[name]
+    ]
+    if policies:
+        raise InputError(
+            f"runs {ids[0][:12]} and {ids[1][:12]} used different tokenization policies (what the model "
+            "is conditioned on) for " + ", ".join(policies) + "; evaluate the baseline once more with "
+            "this version and suite"
         )
     shared = set(baseline.fingerprints) & set(candidate.fingerprints)
     differing = [

@@ -44,6 +44,22 @@ class LoadedDataset:
             return None
         return [row[self.spec.reference] for row in self.rows]
 
+    def choice_lists(self) -> list[list[str]]:
+        """Each row's choices (multiple choice): the suite's labels, or the row's ``choices`` field."""
+        if self.spec.choices is not None:
+            return [[str(c) for c in row[self.spec.choices]] for row in self.rows]
+        return [list(self.spec.labels or []) for _ in self.rows]
+
+    def gold_choices(self) -> list[str] | None:
+        """Each row's correct choice as text: the reference, or the choice a reference index names."""
+        references = self.references
+        if references is None:
+            return None
+        return [
+            choices[ref] if _is_index(ref) else str(ref)
+            for ref, choices in zip(references, self.choice_lists(), strict=True)
+        ]
+
     def prompts(self) -> list[str]:
         """The prompt template filled from every row."""
         if self.spec.prompt is None:
@@ -116,7 +132,9 @@ def _read_rows(spec: DatasetSpec) -> list[dict[str, Any]]:
             f"dataset {spec.name!r}: {path}: unsupported file type {path.suffix!r} "
             f"(expected one of {', '.join(sorted(_BUILDERS))} or a saved dataset folder)"
         )
-    cache_dir = get_settings().cache_dir / "datasets"
+    # `datasets` keys its Arrow cache on the file's path and mtime, which a copy with preserved times
+    # (cp -p, rsync -a) keeps: a cache folder per content hash means new content is never served stale.
+    cache_dir = get_settings().cache_dir / "datasets" / FileHashCache().file_sha256(path)[:16]
     try:
         loaded = datasets.load_dataset(builder, data_files=str(path), split="train", cache_dir=str(cache_dir))
     except Exception as exc:
@@ -143,7 +161,9 @@ def _validate_rows(spec: DatasetSpec, rows: list[dict[str, Any]], lines: list[in
                     f"dataset {spec.name!r}: {_where(spec, index, lines)}: the prompt template "
                     f"{spec.prompt!r} cannot be filled from this row: {type(exc).__name__}: {exc}"
                 ) from exc
-    if spec.labels and spec.reference:
+    if spec.scoring == "loglikelihood":
+        _validate_choices(spec, rows, lines)
+    elif spec.labels and spec.reference:
         unknown = sorted({str(row[spec.reference]) for row in rows} - set(spec.labels))
         if unknown:
             raise DatasetError(
@@ -162,6 +182,42 @@ def _validate_rows(spec: DatasetSpec, rows: list[dict[str, Any]], lines: list[in
         dupes = sorted({k for k in keys if keys.count(k) > 1})[:5]
         raise DatasetError(f"dataset {spec.name!r}: key field {spec.key!r} is not unique (repeated: {dupes})")
     return keys
+
+
+def _is_index(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _validate_choices(spec: DatasetSpec, rows: list[dict[str, Any]], lines: list[int] | None) -> None:
+    """Multiple choice: every row has distinct choices, and its gold is an index into them or one of them."""
+    for index, row in enumerate(rows):
+        where = f"dataset {spec.name!r}: {_where(spec, index, lines)}"
+        choices = spec.labels
+        if spec.choices is not None:
+            raw = row[spec.choices]
+            if not isinstance(raw, list) or not raw or not all(isinstance(c, str) for c in raw):
+                raise DatasetError(
+                    f"{where}: field {spec.choices!r} must be a non-empty list of strings (the choices), "
+                    f"got {raw!r}"
+                )
+            choices = raw
+        choices = choices or []
+        if len(set(choices)) != len(choices):
+            raise DatasetError(f"{where}: the choices {choices} repeat a choice; each choice once")
+        if spec.reference is None:
+            continue
+        gold = row[spec.reference]
+        if _is_index(gold):
+            if not 0 <= gold < len(choices):
+                raise DatasetError(
+                    f"{where}: reference {spec.reference!r} is the index {gold}, outside the "
+                    f"{len(choices)} choices {choices}"
+                )
+        elif not isinstance(gold, str) or gold not in choices:
+            raise DatasetError(
+                f"{where}: reference {spec.reference!r} is {gold!r}: expected one of the choices {choices} "
+                f"or an index 0..{len(choices) - 1}"
+            )
 
 
 def load_dataset(spec: DatasetSpec) -> LoadedDataset:

@@ -1,4 +1,6 @@
-"""Content fingerprints: sha256 of files, remembered by (path, size, mtime) so a large file is hashed once."""
+"""Content fingerprints: sha256 of files, remembered by what a copy or a rewrite changes (path, inode,
+size, mtime and ctime), so a large file is hashed once and a file replaced with preserved times
+(``cp -p``, ``rsync -a``) is hashed again."""
 
 from __future__ import annotations
 
@@ -33,8 +35,22 @@ def _hash_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def stat_key(path: Path) -> str:
+    """What identifies a file's current content without reading it: absolute path, device and inode, size,
+    mtime and ctime (nanoseconds).
+
+    Size and mtime alone go stale: weights of one architecture always have the same size, and ``cp -p``
+    or ``rsync -a`` keep the old mtime. Writing content (or setting the times back) always moves ctime,
+    and a file put in place by rename has a new inode, so either way the key changes.
+    """
+    stat = path.stat()
+    return (
+        f"{path.resolve()}|{stat.st_dev}:{stat.st_ino}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ctime_ns}"
+    )
+
+
 class FileHashCache:
-    """A small JSON index from (absolute path, size, mtime_ns) to sha256, written atomically."""
+    """A small JSON index from a file's :func:`stat_key` to its sha256, written atomically."""
 
     def __init__(self, index_path: Path | None = None) -> None:
         self.index_path = index_path or get_settings().cache_dir / "file_hashes.json"
@@ -50,9 +66,8 @@ class FileHashCache:
         return self._entries
 
     def file_sha256(self, path: Path) -> str:
-        """sha256 of ``path``'s content, from the index when path, size and mtime are unchanged."""
-        stat = path.stat()
-        key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+        """sha256 of ``path``'s content, from the index when nothing a copy or rewrite changes has changed."""
+        key = stat_key(path)
         entries = self._load()
         if key not in entries:
             entries[key] = _hash_file(path)

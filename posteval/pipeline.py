@@ -31,11 +31,11 @@ from posteval.db.models import EvalRun, utcnow
 from posteval.db.retry import retry_transient
 from posteval.errors import ERROR_LIMIT, InputError, RunnerError, short_error
 from posteval.forgetting import ForgettingReport, assess_forgetting
-from posteval.hashing import sha256_json
+from posteval.hashing import sha256_json, stat_key
 from posteval.health import HealthReport, assess_log, assess_measured, combine, read_loss_history
-from posteval.results import MetricResult
-from posteval.runners import get_runner
-from posteval.runners.base import GenerationOptions, Loglikelihood, Runner
+from posteval.results import MetricResult, RunDetailResult
+from posteval.runners import get_runner, tokenization_policy
+from posteval.runners.base import GenerationOptions, Loglikelihood, Runner, policy_signature
 from posteval.runners.hf import pick_device, pick_dtype
 from posteval.settings import get_settings
 from posteval.suite import HEALTH_DATASETS, DatasetSpec, LoadedSuite, Suite
@@ -70,20 +70,24 @@ class DatasetOutcome:
     keys: list[str]
     results: list[MetricResult]
     warnings: list[str] = field(default_factory=list)
+    details: list[RunDetailResult] = field(default_factory=list)  # reports: never compared or gated
 
 
 @lru_cache(maxsize=16)
-def _load_cached(spec_json: str, stamp: tuple[int, int]) -> LoadedDataset:
+def _load_cached(spec_json: str, stamp: tuple[str, ...]) -> LoadedDataset:
     return load_dataset(DatasetSpec.model_validate_json(spec_json))
 
 
-def _stamp(path: Path) -> tuple[int, int]:
-    """(size, newest mtime) of a file or folder: an edited dataset is loaded again, not served stale."""
+def _stamp(path: Path) -> tuple[str, ...]:
+    """Every file's :func:`~posteval.hashing.stat_key` (path, inode, size, mtime, ctime), sorted.
+
+    An edited dataset is loaded again, not served stale, even when it was copied over with preserved
+    times and the same total size.
+    """
     if not path.exists():
-        return (0, 0)
+        return ()
     files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else [path]
-    stats = [f.stat() for f in files]
-    return (sum(s.st_size for s in stats), max((s.st_mtime_ns for s in stats), default=0))
+    return tuple(sorted(stat_key(f) for f in files))
 
 
 def load(spec: DatasetSpec) -> LoadedDataset:
@@ -115,8 +119,9 @@ def output_settings(suite: Suite, spec: DatasetSpec, checkpoint: CheckpointInfo)
     if checkpoint.runner == "hf":
         settings["dtype"] = str(pick_dtype(pick_device(app.device), app.dtype))
         settings["max_length"] = app.max_length
-    else:
-        settings["bos_text"] = app.openai_bos_text
+    # The resolved tokenization policy decides what the model conditions on (for a served model it
+    # holds bos_text): a changed policy is a new config, never a silent cache hit.
+    settings["tokenization"] = tokenization_policy(checkpoint, suite.bos)
     if spec.kind == "perplexity":
         settings |= {"text": spec.text, "stride": spec.stride}
     elif spec.scoring == "loglikelihood":
@@ -294,26 +299,43 @@ def _generated_rows(
 
 
 def _choice_rows(runner: Runner, suite: Suite, loaded: LoadedDataset, todo: list[int]) -> Iterator[list[Row]]:
-    """Multiple choice: every label scored as a continuation; the likeliest label is the output."""
-    labels = loaded.spec.labels or []
-    prompts = loaded.prompts()
-    requests = [(prompts[i], loaded.spec.target_delimiter + label) for i in todo for label in labels]
-    pending: dict[int, dict[str, Loglikelihood]] = {}
-    batches = runner.loglikelihood(requests, batch_size=suite.generation.batch_size)
-    for indices, results in batches:
+    """Multiple choice: every choice scored as a continuation; the likeliest (by summed log-prob) is the
+    output. Each choice's log-prob, token count and byte count are stored, so accuracy_norm needs no rerun.
+
+    A choice scored over zero tokens would get log-prob 0 and always win: it is an error naming the example.
+    """
+    spec = loaded.spec
+    prompts, choice_lists = loaded.prompts(), loaded.choice_lists()
+    requests: list[tuple[str, str]] = []
+    owner: list[tuple[int, int]] = []  # (position in todo, choice index) of every request
+    for position, i in enumerate(todo):
+        for j, choice in enumerate(choice_lists[i]):
+            requests.append((prompts[i], spec.target_delimiter + choice))
+            owner.append((position, j))
+    pending: dict[int, dict[int, Loglikelihood]] = {}
+    for indices, results in runner.loglikelihood(requests, batch_size=suite.generation.batch_size):
         rows: list[Row] = []
         for request, result in zip(indices, results, strict=True):
-            example, label = divmod(request, len(labels))
-            scores = pending.setdefault(example, {})
-            scores[labels[label]] = result
-            if len(scores) == len(labels):
-                del pending[example]
-                best = max(labels, key=lambda name: scores[name].logprob)
+            position, j = owner[request]
+            example = todo[position]
+            choices = choice_lists[example]
+            if result.n_tokens == 0:
+                raise InputError(
+                    f"dataset {spec.name!r}, example {loaded.keys[example]!r}: choice {choices[j]!r} was "
+                    f"scored over zero tokens (an empty choice, or a context ending where the choice's "
+                    f"first token begins: end the prompt before target_delimiter {spec.target_delimiter!r})"
+                )
+            scores = pending.setdefault(position, {})
+            scores[j] = result
+            if len(scores) == len(choices):
+                del pending[position]
+                best = max(range(len(choices)), key=lambda k: scores[k].logprob)
                 extra = {
-                    "logprobs": {name: scores[name].logprob for name in labels},
-                    "n_tokens": {name: scores[name].n_tokens for name in labels},
+                    "logprobs": {choices[k]: scores[k].logprob for k in range(len(choices))},
+                    "n_tokens": {choices[k]: scores[k].n_tokens for k in range(len(choices))},
+                    "n_bytes": {choices[k]: len(choices[k].encode("utf-8")) for k in range(len(choices))},
                 }
-                rows.append((loaded.keys[todo[example]], best, extra))
+                rows.append((loaded.keys[example], choices[best], extra))
         if rows:
             yield rows
 
@@ -380,7 +402,7 @@ def run_model(
     if not todo:
         log.info("dataset %s: all %d outputs cached", spec.name, len(positions))
         return []
-    runner = get_runner(checkpoint, settings.device, settings.dtype)
+    runner = get_runner(checkpoint, settings.device, settings.dtype, suite.bos)
     warnings_before = len(runner.warnings)
     if spec.kind == "perplexity":
         produce, verb = _perplexity_rows, "scoring text"
@@ -426,26 +448,39 @@ def score(
     rows = [stored[key] for key in loaded.keys]
     extras = [row.extra for row in rows]
     scored_text = spec.kind == "perplexity"
+    choice = spec.scoring == "loglikelihood"
+    choice_lists = loaded.choice_lists() if choice else None
     inputs = EvalInputs(
         predictions=[row.output or "" for row in rows],
-        references=loaded.references,
+        references=loaded.gold_choices() if choice else loaded.references,
         labels=spec.labels,
         rows=loaded.rows,
         logprob_sums=[float(e["logprob"]) for e in extras] if scored_text else None,
         token_counts=[int(e["n_tokens"]) for e in extras] if scored_text else None,
         byte_counts=[int(e["n_bytes"]) for e in extras] if scored_text else None,
+        choices=choice_lists,
+        choice_logprobs=None
+        if choice_lists is None
+        else [[float(e["logprobs"][c]) for c in cs] for e, cs in zip(extras, choice_lists, strict=True)],
         seed=suite.seed,
         n_bootstrap=suite.bootstrap_resamples,
     )
     # The signature also names what the number was computed from, so a stored row explains itself.
+    # The tokenization policy is spelled out: comparisons refuse runs whose policies differ.
+    tokens = policy_signature(tokenization_policy(checkpoint, suite.bos))
     provenance = (
         f"|checkpoint:{checkpoint.fingerprint[:16]}|dataset:{dataset.fingerprint[:16]}|config:{chash[:16]}"
+        f"|{tokens}"
     )
-    results = [
-        dataclasses.replace(result, signature=result.signature + provenance)
-        for result in (metric.compute(inputs) for metric in spec.bound_metrics())
-    ]
-    return DatasetOutcome(dataset=dataset, keys=loaded.keys, results=results)
+    results, details = [], []
+    for metric in spec.bound_metrics():
+        result = metric.compute(inputs)
+        signature = result.signature + provenance
+        if metric.info.is_report:
+            details.append(RunDetailResult(result.name, result.n, signature, result.details))
+        else:
+            results.append(dataclasses.replace(result, signature=signature))
+    return DatasetOutcome(dataset=dataset, keys=loaded.keys, results=results, details=details)
 
 
 def assess_health(
@@ -521,6 +556,7 @@ def _persist_once(
                 session, ref.spec.name, ref.fingerprint, ref.row_count, str(ref.spec.path)
             )
             repo.save_results(session, run_id, row.id, outcome.keys, outcome.results)
+            repo.save_details(session, run_id, row.id, outcome.details)
         if health is not None:
             curve = health.details.get("loss_curve", [])
             checkpoint_id = session.get_one(EvalRun, run_id).checkpoint_id

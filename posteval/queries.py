@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import difflib
 from datetime import datetime
+from typing import Any
 
 import pandas as pd
 from sqlalchemy import select
 
 from posteval.db.engine import session_scope
-from posteval.db.models import Checkpoint, Dataset, EvalRun, HealthReport, LossPoint, Metric, Suite
+from posteval.db.models import (
+    Checkpoint,
+    Dataset,
+    EvalRun,
+    HealthReport,
+    LossPoint,
+    Metric,
+    RunDetail,
+    Suite,
+)
 from posteval.errors import InputError
 
 RUN_COLUMNS = [
@@ -124,6 +134,22 @@ def run_metrics(run_id: str, *, database_url: str | None = None) -> pd.DataFrame
     with session_scope(database_url) as session:
         rows = session.execute(query).all()
     return pd.DataFrame([tuple(r) for r in rows], columns=METRIC_COLUMNS)
+
+
+def run_details(run_id: str, *, database_url: str | None = None) -> list[dict[str, Any]]:
+    """The run's reports (confusion matrix, per-class table...): dataset, name, n, signature, details."""
+    query = (
+        select(Dataset.name, RunDetail.name, RunDetail.n, RunDetail.signature, RunDetail.details)
+        .join(Dataset, RunDetail.dataset_id == Dataset.id)
+        .where(RunDetail.run_id == run_id)
+        .order_by(RunDetail.id)
+    )
+    with session_scope(database_url) as session:
+        rows = session.execute(query).all()
+    return [
+        {"dataset": d, "name": name, "n": n, "signature": signature, "details": details or {}}
+        for d, name, n, signature, details in rows
+    ]
 
 
 def run_summary(run_id: str, *, database_url: str | None = None) -> dict[str, object]:

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from posteval import queries
 from posteval.output import Format, emit, records, to_json
+from posteval.run_details import detail_table
 
 # Piped or captured output has no terminal width to follow: give tables room instead of rich's 80.
 _WIDTH = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 140
@@ -112,13 +113,37 @@ def print_health(health: dict[str, dict[str, Any]]) -> None:
             console.print(table)
 
 
+def print_details(reports: list[dict[str, Any]]) -> None:
+    """The run's reports (confusion matrices, per-class tables), each as a table of its own."""
+    for report in reports:
+        title = escape(f"{report['dataset']}: {report['name']}")
+        found = detail_table(report["name"], report["details"])
+        if found is None:
+            console.print(f"{title}: no examples", highlight=False)
+            continue
+        headers, rows = found
+        table = Table(title=title, header_style="bold")
+        for header in headers:
+            table.add_column(str(header), justify="left" if header in headers[:1] else "right")
+        for row in rows:
+            table.add_row(*(_detail_cell(v) for v in row))
+        console.print(table)
+
+
+def _detail_cell(value: object) -> str:
+    if value is None:
+        return ""
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
 def print_run(run_id: str, fmt: Format = Format.table, database_url: str | None = None) -> None:
     """The run's summary and metric table (or JSON with both)."""
     summary = queries.run_summary(run_id, database_url=database_url)
     metrics = queries.run_metrics(run_id, database_url=database_url)
     health = queries.run_health(run_id, database_url=database_url)
+    reports = queries.run_details(run_id, database_url=database_url)
     if fmt is Format.json:
-        print(to_json({**summary, "metrics": records(metrics), "health": health}))
+        print(to_json({**summary, "metrics": records(metrics), "details": reports, "health": health}))
         return
     if fmt is Format.csv:
         emit(metrics, fmt, console)
@@ -129,6 +154,7 @@ def print_run(run_id: str, fmt: Format = Format.table, database_url: str | None 
         highlight=False,
     )
     console.print(metric_table(metrics))
+    print_details(reports)
     print_health(health)
     if summary["gate_status"]:
         style = {"passed": "green", "failed": "red"}.get(str(summary["gate_status"]), "yellow")

@@ -38,6 +38,7 @@ from posteval.report_html import (
     text,
     when,
 )
+from posteval.run_details import detail_table
 
 WORST = 10  # worst examples shown per dataset
 FLIPS = 20  # flipped examples shown per direction and dataset
@@ -165,16 +166,25 @@ def _comparison(baseline_id: str | None, comparison: Comparison | None, refused:
     return join([summary, table([*headers, "gate"], rows, bad=[r.regression for r in comparison.rows])])
 
 
-def _confusion(run: ReportRun) -> Html:
+def _reports(run: ReportRun) -> Html:
+    """The run's details: confusion matrices as heat-mapped matrices, per-class tables and reports."""
     parts: list[object] = []
-    for dataset, metric, _, details in run.metrics:
-        labels, counts = details.get("labels"), details.get("matrix")
-        if labels is not None and counts is not None:
-            parts += [
-                tag("h3", f"{dataset}: {metric}"),
-                matrix(labels, counts) if counts else note("no examples"),
-            ]
-    return join(parts) if parts else note("no confusion_matrix metric in this run")
+    for report in run.reports:
+        details = report["details"]
+        parts.append(tag("h3", f"{report['dataset']}: {report['name']}"))
+        found = detail_table(report["name"], details)
+        if found is None:
+            parts.append(note("no examples"))
+        elif "matrix" in details:
+            parts.append(matrix(details["labels"], details["matrix"]))
+        else:
+            headers, rows = found
+            parts.append(table(headers, [[_shown(v) for v in row] for row in rows]))
+    return join(parts) if parts else note("no reports (confusion_matrix, per_class...) in this run")
+
+
+def _shown(value: object) -> str:
+    return "" if value is None else num(value) if isinstance(value, float) else str(value)
 
 
 def _example(examples: Examples, key: str) -> tuple[Html, Html]:
@@ -259,7 +269,7 @@ def render_report(run_id: str, *, database_url: str | None = None) -> str:
         ("metrics", "Metrics", _metrics(run)),
         ("health", "Training health", _health(run)),
         ("comparison", "Comparison with the baseline", _comparison(baseline_id, comparison, refused)),
-        ("confusion", "Confusion matrices", _confusion(run)),
+        ("reports", "Reports", _reports(run)),
         ("worst", "Worst examples", _worst(run)),
         ("flips", "Flipped examples", _flips(run, comparison)),
     ]

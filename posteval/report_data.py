@@ -40,6 +40,7 @@ class ReportRun:
     datasets: dict[str, tuple[str, str]]  # name -> (fingerprint, stored path), in metric order
     metrics: list[tuple[str, str, bool, dict[str, Any]]]  # (dataset, metric, higher is better, details)
     checkpoint: CheckpointInfo
+    reports: list[dict[str, Any]] = field(default_factory=list)  # the run's details (queries.run_details)
     _read: dict[str, tuple[Examples, str]] = field(default_factory=dict)
 
     def spec(self, dataset: str) -> DatasetSpec | None:
@@ -128,4 +129,7 @@ def load_run(run_id: str, url: str | None = None) -> ReportRun:
     for dataset, _ in rows:
         datasets.setdefault(dataset.name, (dataset.fingerprint, dataset.path))
     metrics = [(d.name, m.name, m.higher_is_better, m.details or {}) for d, m in rows]
-    return ReportRun(run_id, url, summary, _parse_quietly(source or ""), datasets, metrics, checkpoint)
+    reports = queries.run_details(run_id, database_url=url)
+    return ReportRun(
+        run_id, url, summary, _parse_quietly(source or ""), datasets, metrics, checkpoint, reports
+    )

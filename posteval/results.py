@@ -33,3 +33,13 @@ class MetricResult:
     details: dict[str, Any] = field(default_factory=dict)
     stats: list[list[float]] | None = None
     aggregation: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class RunDetailResult:
+    """A report of one dataset (confusion matrix, per-class table...): details, never a compared number."""
+
+    name: str
+    n: int
+    signature: str
+    details: dict[str, Any] = field(default_factory=dict)

@@ -64,6 +64,7 @@ class DatasetSpec(_Strict):
     prompt: str | None = None
     reference: str | None = None
     labels: list[str] | None = None
+    choices: str | None = None  # a row field holding that row's choices (multiple choice by loglikelihood)
     scoring: Literal["generate", "loglikelihood"] = "generate"
     text: str = "text"
     target_delimiter: str = " "
@@ -87,8 +88,15 @@ class DatasetSpec(_Strict):
             raise ValueError("a generated dataset needs a 'prompt' template such as 'Q: {question}\\nA:'")
         if self.kind == "perplexity" and self.scoring != "generate":
             raise ValueError("a perplexity dataset is scored on its text; 'scoring' does not apply")
-        if self.scoring == "loglikelihood" and not self.labels:
-            raise ValueError("scoring: loglikelihood needs 'labels' (the choices to score)")
+        if self.scoring == "loglikelihood" and not self.labels and not self.choices:
+            raise ValueError(
+                "scoring: loglikelihood needs 'labels' (the choices to score) or 'choices' (a row field "
+                "holding each row's choices)"
+            )
+        if self.choices is not None and self.scoring != "loglikelihood":
+            raise ValueError("'choices' (per-row choices) needs scoring: loglikelihood")
+        if self.choices is not None and self.labels:
+            raise ValueError("give the choices once: 'labels' for every row, or 'choices' per row")
         if self.labels and len(set(self.labels)) != len(self.labels):
             repeated = sorted({label for label in self.labels if self.labels.count(label) > 1})
             raise ValueError(f"'labels' repeats {repeated}; each label once")
@@ -99,13 +107,13 @@ class DatasetSpec(_Strict):
         return [resolve_metric(spec) for spec in self.metrics]
 
     def categories(self) -> set[str]:
-        """The rule-of-three categories this dataset's metrics cover."""
-        return {metric.info.category for metric in self.bound_metrics()}
+        """The rule-of-three categories this dataset's metrics cover (reports are not metrics)."""
+        return {metric.info.category for metric in self.bound_metrics() if not metric.info.is_report}
 
     def prompt_fields(self) -> list[str]:
         """Fields every row must have for this dataset (a perplexity prompt templates the scored text)."""
         fields = template_fields(self.prompt) if self.prompt else [self.text]
-        for extra in (self.reference, self.key):
+        for extra in (self.reference, self.key, self.choices):
             if extra and extra not in fields:
                 fields.append(extra)
         return fields
@@ -156,6 +164,8 @@ class Suite(_Strict):
     description: str = ""
     base_model: str | None = None
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    # The tokenization policy (posteval.runners.base.PrefixPolicy): auto, always or never.
+    bos: Literal["auto", "always", "never"] = "auto"
     seed: int = 0
     bootstrap_resamples: Annotated[int, Field(ge=0)] = 1000
     datasets: Annotated[list[DatasetSpec], Field(min_length=1)]
@@ -282,9 +292,14 @@ def _check_metrics(suite: Suite, path: Path) -> None:
                     f"{where}: metric {info.name!r} needs references, and dataset {spec.name!r} "
                     "names no 'reference' field"
                 )
-            if info.needs_labels and not spec.labels:
+            if info.needs_labels and not spec.labels and not (info.accepts_choices and spec.choices):
                 raise SuiteError(
                     f"{where}: metric {info.name!r} needs the dataset's 'labels' (the label set)"
+                )
+            if info.needs_choices and spec.scoring != "loglikelihood":
+                raise SuiteError(
+                    f"{where}: metric {info.name!r} needs multiple choice scores, and dataset "
+                    f"{spec.name!r} has scoring: {spec.scoring} (use scoring: loglikelihood)"
                 )
 
 
@@ -314,13 +329,34 @@ def parse_suite(text: str, path: Path) -> tuple[Suite, str]:
 
 
 def metric_names(suite: Suite) -> list[str]:
-    """Every ``dataset/metric`` the suite stores, in suite order: what gates may name."""
-    return [f"{spec.name}/{metric.name}" for spec in suite.all_datasets() for metric in spec.bound_metrics()]
+    """Every ``dataset/metric`` the suite stores, in suite order: what gates may name (reports are not)."""
+    return [
+        f"{spec.name}/{metric.name}"
+        for spec in suite.all_datasets()
+        for metric in spec.bound_metrics()
+        if not metric.info.is_report
+    ]
+
+
+def report_names(suite: Suite) -> list[str]:
+    """Every ``dataset/report`` the suite stores as the run's details."""
+    return [
+        f"{spec.name}/{metric.name}"
+        for spec in suite.all_datasets()
+        for metric in spec.bound_metrics()
+        if metric.info.is_report
+    ]
 
 
 def _check_gates(suite: Suite, path: Path) -> None:
     known = metric_names(suite)
+    reports = report_names(suite)
     for key in suite.gates:
+        if key in reports:
+            raise SuiteError(
+                f"{path}: gates.{key}: {key.split('/')[-1]!r} is a report, stored as the run's details; "
+                f"reports are never compared or gated. Gate a metric instead: {', '.join(known)}"
+            )
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""

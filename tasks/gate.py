@@ -6,8 +6,9 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from posteval import pipeline
+from posteval import pipeline, queries
 from posteval.output import records
+from posteval.run_details import markdown
 from posteval.suite import Suite
 
 ARTIFACT_COLUMNS = [
@@ -41,8 +42,10 @@ def gate_task(run_id: str, suite: Suite, database_url: str | None) -> tuple[str,
         create_table_artifact(
             table=records(frame), key=_key(run_id), description=f"posteval run {run_id}: {summary}"
         )
+    reports = queries.run_details(run_id, database_url=database_url)
+    shown = f"\n## Reports\n\n{markdown(reports)}" if reports else ""
     create_markdown_artifact(
-        markdown=f"# posteval run `{run_id}`\n\n**gate: {status}** — {summary}\n",
+        markdown=f"# posteval run `{run_id}`\n\n**gate: {status}** — {summary}\n{shown}",
         key=f"posteval-gate-{run_id[:12]}",
         description="posteval regression gate",
     )

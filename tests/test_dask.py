@@ -61,8 +61,10 @@ def _stored(url: str) -> dict[str, Any]:
     engine = create_engine(url)
     with Session(engine) as session:
         predictions = session.execute(
+            # Two datasets share example keys: the config hash (the same in both databases) breaks the tie,
+            # which insertion order cannot (dask shards store concurrently).
             select(Prediction.example_key, Prediction.output, Prediction.extra).order_by(
-                Prediction.example_key
+                Prediction.example_key, Prediction.config_hash
             )
         ).all()
         metrics = session.execute(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect
@@ -21,6 +23,7 @@ TABLES = {
     "loss_points",
     "health_reports",
     "baselines",
+    "run_details",
 }
 
 
@@ -107,3 +110,110 @@ def test_0005_keeps_every_row_up_and_down(empty_db_url: str) -> None:
         assert "example_stats" not in _tables(empty_db_url)
     finally:
         engine.dispose()
+
+
+def _seed_0003(url: str) -> None:
+    """A run stored before 0006: accuracy, and two reports stored as metrics with per-example scores."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import MetaData
+
+    engine = create_engine(url)
+    meta = MetaData()
+    meta.reflect(engine)
+    now = datetime(2026, 11, 1, tzinfo=UTC)
+    t = meta.tables
+    with engine.begin() as conn:
+        conn.execute(
+            t["checkpoints"]
+            .insert()
+            .values(
+                id=1, fingerprint="c" * 64, path="/ckpt", model_name="m", is_adapter=False, created_at=now
+            )
+        )
+        conn.execute(
+            t["suites"].insert().values(id=1, name="s", fingerprint="s" * 64, source_text="x", created_at=now)
+        )
+        conn.execute(
+            t["datasets"]
+            .insert()
+            .values(id=1, name="d", fingerprint="d" * 64, row_count=2, path="/d", created_at=now)
+        )
+        conn.execute(
+            t["eval_runs"]
+            .insert()
+            .values(
+                id="r" * 32,
+                checkpoint_id=1,
+                suite_id=1,
+                model_name="m",
+                trigger="cli",
+                status="succeeded",
+                idempotency_key="k" * 64,
+                warnings=[],
+                created_at=now,
+            )
+        )
+        for name, value, details in (
+            ("accuracy", 0.5, {"labels": ["a", "b"]}),
+            ("confusion_matrix", 0.5, {"labels": ["a", "b"], "matrix": [[1, 0], [1, 0]]}),
+            ("per_class_zero_division-1", 0.25, {"per_class": {"a": {"f1": 0.5}}}),
+        ):
+            conn.execute(
+                t["metrics"]
+                .insert()
+                .values(
+                    run_id="r" * 32,
+                    dataset_id=1,
+                    name=name,
+                    value=value,
+                    ci_low=0.0,
+                    ci_high=1.0,
+                    n=2,
+                    higher_is_better=True,
+                    signature=f"metric:{name}",
+                    details=details,
+                )
+            )
+            conn.execute(
+                t["example_scores"].insert(),
+                [
+                    {"run_id": "r" * 32, "dataset_id": 1, "metric": name, "example_key": key, "value": v}
+                    for key, v in (("0", 1.0), ("1", 0.0))
+                ],
+            )
+    engine.dispose()
+
+
+def _rows(url: str, sql: str) -> list[tuple]:
+    from sqlalchemy import text
+
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(text(sql))]
+    finally:
+        engine.dispose()
+
+
+METRICS_SQL = "SELECT name, value, ci_low, ci_high, n, higher_is_better, signature FROM metrics ORDER BY name"
+SCORES_SQL = "SELECT metric, example_key, value FROM example_scores ORDER BY metric, example_key"
+
+
+def test_0006_moves_stored_reports_into_details_and_back(empty_db_url: str) -> None:
+    upgrade(empty_db_url, "0003")
+    _seed_0003(empty_db_url)
+    before = (_rows(empty_db_url, METRICS_SQL), _rows(empty_db_url, SCORES_SQL))
+    upgrade(empty_db_url)
+    assert [r[0] for r in _rows(empty_db_url, METRICS_SQL)] == ["accuracy"]
+    assert {r[0] for r in _rows(empty_db_url, SCORES_SQL)} == {"accuracy"}
+    details = {r[0]: r[1] for r in _rows(empty_db_url, "SELECT name, details FROM run_details ORDER BY name")}
+    parsed = {
+        name: value if isinstance(value, dict) else json.loads(value) for name, value in details.items()
+    }
+    assert parsed == {
+        "confusion_matrix": {"labels": ["a", "b"], "matrix": [[1, 0], [1, 0]]},
+        "per_class_zero_division-1": {"per_class": {"a": {"f1": 0.5}}},
+    }
+    downgrade(empty_db_url, "0003")
+    assert (_rows(empty_db_url, METRICS_SQL), _rows(empty_db_url, SCORES_SQL)) == before

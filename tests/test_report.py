@@ -20,7 +20,7 @@ from posteval import queries
 from posteval.baseline import set_baseline
 from posteval.compare import compare_runs
 from posteval.db.engine import session_scope
-from posteval.db.models import Baseline, Metric, Prediction
+from posteval.db.models import Baseline, Prediction, RunDetail
 from posteval.report import FLIPS, write_report
 from tests.helpers import heldout_rows, write_jsonl
 
@@ -39,7 +39,7 @@ datasets:
     reference: label
     key: id
     labels: [lease, nda, employment]
-    metrics: [accuracy, confusion_matrix]
+    metrics: [accuracy, confusion_matrix, per_class]
   - name: hostile
     path: hostile.jsonl
     prompt: "Clause: {{text}}\\nType:"
@@ -166,17 +166,34 @@ def test_metric_table_shows_every_metric_with_its_ci_and_n(evaluated: Evaluated)
     assert ["contract-type", "accuracy"] in [row[:2] for row in expected]
 
 
-def test_confusion_matrix_is_the_stored_one(evaluated: Evaluated) -> None:
+def _stored_report(evaluated: Evaluated, name: str) -> dict:
     with session_scope(evaluated.url) as session:
-        details = session.scalars(
-            select(Metric.details).where(
-                Metric.run_id == evaluated.candidate, Metric.name == "confusion_matrix"
-            )
+        return session.scalars(
+            select(RunDetail.details).where(RunDetail.run_id == evaluated.candidate, RunDetail.name == name)
         ).one()
-    rows = Page(section(evaluated.page, "confusion")).tables[0]
+
+
+def test_confusion_matrix_is_the_stored_one(evaluated: Evaluated) -> None:
+    details = _stored_report(evaluated, "confusion_matrix")
+    rows = Page(section(evaluated.page, "reports")).tables[0]
     assert rows[0] == ["true \\ predicted", *details["labels"]]
     assert [row[0] for row in rows[1:]] == details["labels"]
     assert [[int(n) for n in row[1:]] for row in rows[1:]] == details["matrix"]
+
+
+def test_per_class_table_is_the_stored_one(evaluated: Evaluated) -> None:
+    table = _stored_report(evaluated, "per_class")["per_class"]
+    rows = Page(section(evaluated.page, "reports")).tables[1]
+    assert rows[0] == ["label", "precision", "recall", "f1", "support"]
+    assert rows[1:] == [
+        [label, f"{v['precision']:.4f}", f"{v['recall']:.4f}", f"{v['f1']:.4f}", str(v["support"])]
+        for label, v in table.items()
+    ]
+
+
+def test_reports_are_details_not_metrics(evaluated: Evaluated) -> None:
+    names = set(queries.run_metrics(evaluated.candidate, database_url=evaluated.url)["name"])
+    assert names.isdisjoint({"confusion_matrix", "per_class"}) and "accuracy" in names
 
 
 def test_health_shows_the_verdicts_and_the_loss_curve_inline(evaluated: Evaluated) -> None:

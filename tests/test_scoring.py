@@ -39,12 +39,13 @@ def _collect(batches: object, n: int) -> list[Loglikelihood]:
 
 @torch.inference_mode()
 def _plain_loglikelihood(checkpoint: Path, context: str, continuation: str) -> float:
-    """Sum of log-probabilities of the continuation tokens, one unpadded forward pass."""
+    """Sum of log-probabilities of the continuation tokens, one unpadded forward pass, no prefix token
+    before a non-empty context (lm-evaluation-harness's convention; the toy tokenizer adds none)."""
     tok = AutoTokenizer.from_pretrained(checkpoint)
     model = AutoModelForCausalLM.from_pretrained(checkpoint).eval()
     ctx = tok(context, add_special_tokens=False)["input_ids"]
     cont = tok(context + continuation, add_special_tokens=False)["input_ids"][len(ctx) :]
-    ids = torch.tensor([[tok.eos_token_id, *ctx, *cont]])
+    ids = torch.tensor([[*ctx, *cont]])
     logprobs = F.log_softmax(model(ids).logits[0, :-1].float(), dim=-1)
     targets = ids[0, 1:]
     picked = logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)

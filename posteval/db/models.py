@@ -177,6 +177,26 @@ class Metric(Base):
     dataset: Mapped[Dataset] = relationship(lazy="raise")
 
 
+class RunDetail(Base):
+    """A report of one dataset in a run (confusion matrix, per-class table, classification report):
+    explained by its signature, shown with the run, never compared or gated like a metric."""
+
+    __tablename__ = "run_details"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("eval_runs.id", ondelete="CASCADE"), index=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"))
+    name: Mapped[str] = mapped_column(String(255))
+    n: Mapped[int] = mapped_column(Integer)
+    signature: Mapped[str] = mapped_column(Text)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Set only by migration 0006: the metric row (value, CI, per-example scores) this report was stored
+    # as before, so a downgrade restores it exactly.
+    from_metric: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+    dataset: Mapped[Dataset] = relationship(lazy="raise")
+
+
 class Prediction(CreatedAt, Base):
     """A model output for one example: the cache of model work, keyed by content fingerprints."""
 

@@ -25,11 +25,12 @@ from posteval.db.models import (
     LossPoint,
     Metric,
     Prediction,
+    RunDetail,
     Suite,
     utcnow,
 )
 from posteval.errors import RunTakenOver
-from posteval.results import MetricResult
+from posteval.results import MetricResult, RunDetailResult
 
 
 def _get_or_create(session: Session, model: type[Any], lookup: Mapping[str, Any], **values: Any) -> Any:
@@ -199,7 +200,7 @@ def mark_failed(session: Session, run_id: str, error: str, claim_id: str | None 
     )
     if not getattr(failed, "rowcount", 0):
         return False
-    for model in (ExampleScore, ExampleStats, Metric, HealthReport):
+    for model in (ExampleScore, ExampleStats, Metric, RunDetail, HealthReport):
         session.execute(delete(model).where(model.run_id == run_id))
     return True
 
@@ -213,7 +214,7 @@ def reset_run(session: Session, run_id: str, reason: str) -> str:
     run = session.get_one(EvalRun, run_id, with_for_update=True)
     previous = run.status
     if previous in ("pending", "running"):
-        for model in (ExampleScore, ExampleStats, Metric, HealthReport):
+        for model in (ExampleScore, ExampleStats, Metric, RunDetail, HealthReport):
             session.execute(delete(model).where(model.run_id == run_id))
         session.execute(
             update(EvalRun)
@@ -346,6 +347,22 @@ def hold_for_persist(session: Session, run_id: str, claim_id: str | None) -> boo
             f"run {run_id} is {run.status} and no longer held by this delivery; its outcome is left as is"
         )
     return True
+
+
+def save_details(session: Session, run_id: str, dataset_id: int, details: Sequence[RunDetailResult]) -> None:
+    """Reports of one dataset (confusion matrix, per-class table...) as the run's details."""
+    session.add_all(
+        RunDetail(
+            run_id=run_id,
+            dataset_id=dataset_id,
+            name=detail.name,
+            n=detail.n,
+            signature=detail.signature,
+            details=detail.details,
+        )
+        for detail in details
+    )
+    session.flush()
 
 
 def mark_succeeded(session: Session, run_id: str, warnings: Sequence[str] = ()) -> None:

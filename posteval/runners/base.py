@@ -2,15 +2,72 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Generic, Literal, Protocol, TypeVar
 
 from posteval.errors import RunnerError
 
 BatchSize = int | str  # a positive integer or "auto"
 T = TypeVar("T")
 Batch = tuple[list[int], list[T]]  # indices into the input, and the results for them, in that order
+
+
+BosMode = Literal["auto", "always", "never"]
+BOS_MODES: tuple[BosMode, ...] = ("auto", "always", "never")
+P = TypeVar("P", list[int], str)
+
+
+@dataclass(frozen=True)
+class PrefixPolicy(Generic[P]):
+    """The one tokenization policy: what goes before a context, for generation and scoring alike.
+
+    ``own`` is what the tokenizer itself puts before any text (``add_bos_token`` or its post-processor;
+    empty for GPT-2-style tokenizers, and empty for served models, whose server tokenizes as it does for
+    any prompt); ``bos`` is the beginning-of-text token (an id list, or ``bos_text`` for served models),
+    used where a context is empty and something must condition the first token, as lm-evaluation-harness
+    does for rolling perplexity's first window. ``mode`` is the suite's ``bos`` setting:
+
+    - ``auto``: ``own`` before every context; ``own`` or else ``bos`` before an empty one;
+    - ``always``: ``own`` or else ``bos`` before every context;
+    - ``never``: nothing, ever (an empty context cannot be scored, and a text's first token is not).
+    """
+
+    mode: BosMode
+    own: P
+    bos: P | None
+
+    def prefix(self, context: str) -> P:
+        """What goes before ``context``; empty when nothing does."""
+        empty = self.own[:0]
+        if self.mode == "never":
+            return empty
+        if self.mode == "always" or not context:
+            return self.own or (self.bos if self.bos is not None else empty)
+        return self.own
+
+    def describe(self) -> dict[str, object]:
+        """The resolved policy as plain data: part of a dataset's output settings (the config hash)."""
+        return {
+            "bos": self.mode,
+            "prefix": self.prefix("x"),
+            "empty_context_prefix": self.prefix(""),
+        }
+
+
+def policy_signature(described: dict[str, object]) -> str:
+    """A described policy as one signature field: ``tokens:bos=auto,prefix=[],empty=[0]``.
+
+    Values are JSON with ``|`` escaped, so a ``bos_text`` such as ``<|endoftext|>`` never splits the
+    signature's ``|``-separated fields.
+    """
+    parts = [
+        f"bos={described['bos']}",
+        f"prefix={json.dumps(described['prefix'])}",
+        f"empty={json.dumps(described['empty_context_prefix'])}",
+    ]
+    return "tokens:" + ",".join(parts).replace("|", "\\u007c")
 
 
 @dataclass(frozen=True)
@@ -61,7 +118,7 @@ class Runner(Protocol):
 
         Each window is at most the model's context long and scores ``stride`` new tokens (default: a
         whole window), conditioned on the tokens before them inside the window; the first token of a
-        text is conditioned on the beginning-of-text token.
+        text is conditioned on the policy's prefix for an empty context (not scored where there is none).
         """
         ...
 

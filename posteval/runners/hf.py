@@ -18,12 +18,14 @@ import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from posteval.checkpoint import CheckpointInfo
-from posteval.errors import CheckpointError
+from posteval.errors import CheckpointError, InputError
 from posteval.runners.base import (
     Batch,
     BatchSize,
+    BosMode,
     GenerationOptions,
     Loglikelihood,
+    PrefixPolicy,
     adaptive_batches,
     longest_first,
     truncate_at_stop,
@@ -82,6 +84,41 @@ def load_tokenizer(path: str) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
+def tokenizer_prefix(tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """The ids the tokenizer itself puts before any text (``add_bos_token`` or its post-processor)."""
+    plain = list(tokenizer("a", add_special_tokens=False)["input_ids"])
+    full = list(tokenizer("a", add_special_tokens=True)["input_ids"])
+    for start in range(len(full) - len(plain) + 1):
+        if full[start : start + len(plain)] == plain:
+            return full[:start]
+    return []
+
+
+def prefix_policy(tokenizer: PreTrainedTokenizerBase, mode: BosMode) -> PrefixPolicy[list[int]]:
+    """The tokenization policy for ``tokenizer``: its own prefix, and bos (else eos) for empty contexts."""
+    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    return PrefixPolicy(mode=mode, own=tokenizer_prefix(tokenizer), bos=None if bos is None else [int(bos)])
+
+
+def tokenizer_path(checkpoint: CheckpointInfo) -> str:
+    """Where the checkpoint's tokenizer lives: its folder, or an adapter's base when it has none."""
+    if checkpoint.is_adapter and checkpoint.base_path is not None:
+        has_tokenizer = any(
+            (checkpoint.path / name).exists() for name in ("tokenizer.json", "tokenizer_config.json")
+        )
+        if not has_tokenizer:
+            return str(checkpoint.base_path)
+    return str(checkpoint.path)
+
+
+def checkpoint_policy(checkpoint: CheckpointInfo, mode: BosMode) -> PrefixPolicy[list[int]]:
+    """The policy a runner for ``checkpoint`` would use, from its tokenizer alone (no model loaded)."""
+    try:
+        return prefix_policy(load_tokenizer(tokenizer_path(checkpoint)), mode)
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"cannot load the tokenizer of {checkpoint.path}: {exc}") from exc
+
+
 @dataclass(frozen=True)
 class _ScoreItem:
     """Token ids whose last ``n_scored`` tokens are scored given everything before them."""
@@ -109,7 +146,9 @@ class HFRunner:
 
     name = "hf"
 
-    def __init__(self, checkpoint: CheckpointInfo, *, device: str = "auto", dtype: str = "auto") -> None:
+    def __init__(
+        self, checkpoint: CheckpointInfo, *, device: str = "auto", dtype: str = "auto", bos: BosMode = "auto"
+    ) -> None:
         self.checkpoint = checkpoint
         self.device = pick_device(device)
         self.dtype = pick_dtype(self.device, dtype)
@@ -117,11 +156,9 @@ class HFRunner:
         self._truncated_scores = 0
         self.model, self.tokenizer = self._load(checkpoint)
         self.max_length = context_length(self.model.config, self.tokenizer, get_settings().max_length)
-        prefix = self.tokenizer.bos_token_id
-        self.prefix_id = int(prefix if prefix is not None else self.tokenizer.eos_token_id)
+        self.policy = prefix_policy(self.tokenizer, bos)
 
     def _load(self, checkpoint: CheckpointInfo) -> tuple[Any, PreTrainedTokenizerBase]:
-        tokenizer_path = str(checkpoint.path)
         try:
             if checkpoint.is_adapter:
                 from peft import PeftModel
@@ -130,14 +167,9 @@ class HFRunner:
                     raise CheckpointError(f"adapter {checkpoint.path} has no resolved base model")
                 base = AutoModelForCausalLM.from_pretrained(str(checkpoint.base_path), dtype=self.dtype)
                 model: Any = PeftModel.from_pretrained(base, str(checkpoint.path))
-                has_tokenizer = any(
-                    (checkpoint.path / name).exists() for name in ("tokenizer.json", "tokenizer_config.json")
-                )
-                if not has_tokenizer:
-                    tokenizer_path = str(checkpoint.base_path)
             else:
                 model = AutoModelForCausalLM.from_pretrained(str(checkpoint.path), dtype=self.dtype)
-            tokenizer = load_tokenizer(tokenizer_path)
+            tokenizer = load_tokenizer(tokenizer_path(checkpoint))
         except (OSError, ValueError) as exc:
             raise CheckpointError(f"cannot load checkpoint {checkpoint.path}: {exc}") from exc
         # Trainer often saves use_cache=false (gradient checkpointing); without the KV cache greedy
@@ -158,29 +190,35 @@ class HFRunner:
     ) -> Iterator[Batch[str]]:
         """Greedy continuations of ``prompts``, yielded per batch, stop sequences removed."""
         max_prompt = max(1, self.max_length - options.max_new_tokens)
-        encoded = self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
-        truncated = sum(len(ids) > max_prompt for ids in encoded)
+        encoded = [self._with_prefix(prompt, max_prompt) for prompt in prompts]
+        truncated = sum(cut for _, cut in encoded)
         if truncated:
             self.warnings.append(
                 f"{truncated} prompt(s) longer than {max_prompt} tokens were truncated from the left"
             )
-        order = longest_first([len(ids) for ids in encoded])
+        order = longest_first([len(ids) for ids, _ in encoded])
 
         def run(indices: list[int]) -> list[str]:
-            return self._generate_batch([prompts[i] for i in indices], options, max_prompt)
+            return self._generate_batch([encoded[i][0] for i in indices], options)
 
         yield from adaptive_batches(order, batch_size, run, on_oom=self._empty_cache)
 
+    def _with_prefix(self, prompt: str, limit: int) -> tuple[list[int], bool]:
+        """The policy's prefix and the prompt's tokens, cut from the left (after the prefix) to ``limit``."""
+        prefix = self.policy.prefix(prompt)
+        ids = self._encode(prompt)
+        keep = max(1, limit - len(prefix))
+        return [*prefix, *ids[-keep:]], len(ids) > keep
+
     @torch.inference_mode()
-    def _generate_batch(self, prompts: list[str], options: GenerationOptions, max_prompt: int) -> list[str]:
-        encoded = self.tokenizer(
-            prompts,
-            return_tensors="pt",
-            padding=True,
-            truncation=True,
-            max_length=max_prompt,
-            add_special_tokens=False,
-        ).to(self.device)
+    def _generate_batch(self, encoded_prompts: list[list[int]], options: GenerationOptions) -> list[str]:
+        if any(not ids for ids in encoded_prompts):
+            raise InputError(
+                "an empty prompt cannot be generated from with bos: never (nothing to condition on)"
+            )
+        encoded = self.tokenizer.pad({"input_ids": encoded_prompts}, padding=True, return_tensors="pt").to(
+            self.device
+        )
         generated = self.model.generate(
             **encoded,
             max_new_tokens=options.max_new_tokens,
@@ -201,14 +239,20 @@ class HFRunner:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def _pair_item(self, owner: int, context: str, continuation: str) -> _ScoreItem:
-        """Tokens of context + continuation, split where the context's own tokens end."""
+        """The policy's prefix, then context + continuation split where the context's own tokens end."""
         context_ids = self._encode(context)
         whole = self._encode(context + continuation)
         if whole[: len(context_ids)] == context_ids and len(whole) > len(context_ids):
             continuation_ids = whole[len(context_ids) :]
         else:
             continuation_ids = self._encode(continuation)
-        ids = [self.prefix_id, *context_ids, *continuation_ids]
+        prefix = self.policy.prefix(context)
+        if not prefix and not context_ids and continuation_ids:
+            raise InputError(
+                f"request {owner}: an empty context cannot be scored with bos: never "
+                "(nothing conditions the continuation's first token)"
+            )
+        ids = [*prefix, *context_ids, *continuation_ids]
         if len(ids) > self.max_length + 1:
             ids = ids[-(self.max_length + 1) :]
             self._truncated_scores += 1
@@ -238,7 +282,8 @@ class HFRunner:
     def rolling_windows(self, owner: int, text: str, stride: int | None = None) -> list[_ScoreItem]:
         """Windows of at most the model's context, each scoring ``stride`` new tokens of ``text``."""
         stride = min(stride or self.max_length, self.max_length)
-        full = [self.prefix_id, *self._encode(text)]
+        # With no prefix for an empty context (bos: never) the text's first token is context, not scored.
+        full = [*self.policy.prefix(""), *self._encode(text)]
         n_targets = len(full) - 1
         windows = []
         for start in range(0, n_targets, stride):

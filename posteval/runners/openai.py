@@ -18,7 +18,15 @@ from typing import Any
 import httpx
 
 from posteval.errors import InputError, RunnerError
-from posteval.runners.base import Batch, BatchSize, GenerationOptions, Loglikelihood, truncate_at_stop
+from posteval.runners.base import (
+    Batch,
+    BatchSize,
+    BosMode,
+    GenerationOptions,
+    Loglikelihood,
+    PrefixPolicy,
+    truncate_at_stop,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +59,12 @@ class OpenAIRunner:
         max_retries: retries after the first attempt on refused connections, timeouts, 408, 429 and 5xx.
         retry_delay: seconds before the first retry, doubled before each next one.
         bos_text: text the server tokenizes to the model's beginning-of-text token (``<|endoftext|>`` for
-            GPT-2). With it, empty contexts and the first token of a rolling text are scored as the Runner
-            protocol says; without it they cannot be, as OpenAI gives the first prompt token no logprob.
+            GPT-2): the prefix of the tokenization policy, as there is no client-side tokenizer. With it,
+            empty contexts and the first token of a rolling text are scored as the Runner protocol says;
+            without it they cannot be, as OpenAI gives the first prompt token no logprob.
+        bos: the suite's policy (:class:`~posteval.runners.base.PrefixPolicy`): ``auto`` sends contexts
+            as they are (the server's tokenizer adds what it adds to any prompt) and ``bos_text`` before
+            an empty one; ``always`` sends ``bos_text`` before every prompt; ``never`` sends it nowhere.
 
     Raises:
         InputError: a bad option, an unset API-key variable, or a request the endpoint cannot score.
@@ -73,6 +85,7 @@ class OpenAIRunner:
         max_retries: int = 3,
         retry_delay: float = 0.5,
         bos_text: str | None = None,
+        bos: BosMode = "auto",
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise InputError(f"openai runner base_url must start with http:// or https://, got {base_url!r}")
@@ -86,7 +99,10 @@ class OpenAIRunner:
         self.api_key_env = api_key_env
         self.max_retries = max_retries
         self.retry_delay = retry_delay
+        if bos == "always" and not bos_text:
+            raise InputError("bos: always needs bos_text (POSTEVAL_OPENAI_BOS_TEXT) for a served model")
         self.bos_text = bos_text
+        self.policy = served_policy(bos_text, bos)
         self.warnings: list[str] = []
         headers: dict[str, str] = {}
         self._secret = ""
@@ -120,7 +136,7 @@ class OpenAIRunner:
         if options.stop:
             payload["stop"] = list(options.stop)
         for indices in _chunks(len(prompts), _batch_size(batch_size)):
-            choices = self._complete([prompts[i] for i in indices], payload)
+            choices = self._complete([self.policy.prefix(prompts[i]) + prompts[i] for i in indices], payload)
             yield indices, [truncate_at_stop(choice["text"], options.stop) for choice in choices]
 
     def loglikelihood(
@@ -147,17 +163,16 @@ class OpenAIRunner:
         """
         if stride is not None:
             raise InputError("the openai runner scores each text whole; stride is not supported")
-        yield from self._score([(self.bos_text or "", text) for text in texts], batch_size)
+        yield from self._score([(self.policy.prefix(""), text) for text in texts], batch_size)
 
     def _context(self, context: str) -> str:
-        if context:
-            return context
-        if self.bos_text is None:
+        prefixed = self.policy.prefix(context) + context
+        if not prefixed:
             raise InputError(
                 "the openai runner cannot score a continuation with an empty context without bos_text "
                 "(the OpenAI format gives the first prompt token no logprob)"
             )
-        return self.bos_text
+        return prefixed
 
     def _score(
         self, requests: Sequence[tuple[str, str]], batch_size: BatchSize
@@ -262,6 +277,11 @@ class OpenAIRunner:
 
     def _scrub(self, text: str) -> str:
         return text.replace(self._secret, "***") if self._secret else text
+
+
+def served_policy(bos_text: str | None, mode: BosMode) -> PrefixPolicy[str]:
+    """The tokenization policy of a served model: nothing of its own client-side, ``bos_text`` as bos."""
+    return PrefixPolicy(mode=mode, own="", bos=bos_text)
 
 
 def _batch_size(batch_size: BatchSize) -> int:

@@ -15,7 +15,7 @@ from sklearn.metrics import (
 )
 
 from evaluators import EvalInputs, resolve_metric
-from evaluators.classification import INVALID, extract_label, prf_from_sums, prf_stats
+from evaluators.classification import INVALID, extract_label, label_set_stats, prf_from_label_sums
 from evaluators.labels import labelled
 from posteval.errors import MetricError
 from posteval.stats import bootstrap_sums, percentile_interval, resample_indices
@@ -115,19 +115,19 @@ def test_accuracy_per_example_scores_are_hits_in_input_order() -> None:
 def test_averaged_metric_equals_scikit_learn(fixture: str, measure: str, average: str) -> None:
     predictions, references, labels, extracted, _ = FIXTURES[fixture]
     result = compute({measure: {"average": average}}, predictions, references, labels)
-    expected = precision_recall_fscore_support(references, extracted, average=average, zero_division=0)[
-        ["precision", "recall", "f1"].index(measure)
-    ]
+    expected = precision_recall_fscore_support(
+        references, extracted, labels=labels, average=average, zero_division=0
+    )[["precision", "recall", "f1"].index(measure)]
     assert result.value == expected
 
 
 @pytest.mark.parametrize("measure", ["precision", "recall", "f1"])
 def test_zero_division_option_reaches_scikit_learn(measure: str) -> None:
-    # "neutral" is never predicted and <invalid> is never a reference: both divide by zero.
+    # "neutral" is never predicted: its precision divides by zero.
     result = compute({measure: {"zero_division": 1}}, PREDICTIONS, REFERENCES, LABELS)
-    expected = precision_recall_fscore_support(REFERENCES, EXTRACTED, average="macro", zero_division=1)[
-        ["precision", "recall", "f1"].index(measure)
-    ]
+    expected = precision_recall_fscore_support(
+        REFERENCES, EXTRACTED, labels=LABELS, average="macro", zero_division=1
+    )[["precision", "recall", "f1"].index(measure)]
     assert result.value == expected
 
 
@@ -152,21 +152,22 @@ def test_regex_extraction_feeds_the_metric() -> None:
 
 @pytest.mark.parametrize("fixture", FIXTURES)
 def test_per_class_table_equals_scikit_learn(fixture: str) -> None:
-    predictions, references, labels, extracted, order = FIXTURES[fixture]
+    predictions, references, labels, extracted, _ = FIXTURES[fixture]
     result = compute("per_class", predictions, references, labels)
     precision, recall, f1, support = precision_recall_fscore_support(
-        references, extracted, labels=order, average=None, zero_division=0
+        references, extracted, labels=labels, average=None, zero_division=0
     )
     expected = {
         label: {"precision": precision[i], "recall": recall[i], "f1": f1[i], "support": support[i]}
-        for i, label in enumerate(order)
+        for i, label in enumerate(labels)
     }
     assert result.details["per_class"] == expected
 
 
-def test_per_class_value_is_macro_f1() -> None:
-    result = compute("per_class", PREDICTIONS, REFERENCES, LABELS)
-    assert result.value == compute("f1", PREDICTIONS, REFERENCES, LABELS).value
+def test_per_class_table_averages_to_the_macro_f1_metric() -> None:
+    table = compute("per_class", PREDICTIONS, REFERENCES, LABELS).details["per_class"]
+    mean = sum(row["f1"] for row in table.values()) / len(table)
+    assert mean == pytest.approx(compute("f1", PREDICTIONS, REFERENCES, LABELS).value, rel=1e-12)
 
 
 @pytest.mark.parametrize("fixture", FIXTURES)
@@ -184,15 +185,15 @@ def test_confusion_matrix_counts_invalid_predictions_in_their_own_column() -> No
 
 @pytest.mark.parametrize("fixture", FIXTURES)
 def test_classification_report_equals_scikit_learn(fixture: str) -> None:
-    predictions, references, labels, extracted, order = FIXTURES[fixture]
+    predictions, references, labels, extracted, _ = FIXTURES[fixture]
     result = compute("classification_report", predictions, references, labels)
-    expected = classification_report(references, extracted, labels=order, output_dict=True, zero_division=0)
+    expected = classification_report(references, extracted, labels=labels, output_dict=True, zero_division=0)
     assert result.details["report"] == expected
 
 
-def test_classification_report_value_is_its_macro_f1() -> None:
-    result = compute("classification_report", PREDICTIONS, REFERENCES, LABELS)
-    assert result.value == result.details["report"]["macro avg"]["f1-score"]
+def test_classification_report_macro_f1_is_the_f1_metric() -> None:
+    report = compute("classification_report", PREDICTIONS, REFERENCES, LABELS).details["report"]
+    assert report["macro avg"]["f1-score"] == compute("f1", PREDICTIONS, REFERENCES, LABELS).value
 
 
 @pytest.mark.parametrize("name", ["f1", "per_class", "confusion_matrix", "classification_report"])
@@ -209,7 +210,7 @@ def test_no_examples_give_nan_and_no_interval(name: str) -> None:
 
 @pytest.mark.parametrize("name", ["accuracy", "f1"])
 def test_one_example_has_a_degenerate_interval(name: str) -> None:
-    result = compute(name, ["ja"], ["ja"], ["ja", "nein"])  # "nein" occurs nowhere, so F1 is 1
+    result = compute(name, ["ja"], ["ja"], ["ja"])
     assert (result.value, result.ci_low, result.ci_high) == (1.0, 1.0, 1.0)
 
 
@@ -217,12 +218,20 @@ def test_one_example_has_a_degenerate_interval(name: str) -> None:
 @pytest.mark.parametrize("average", ["macro", "micro", "weighted"])
 def test_resampled_scores_equal_scikit_learn_on_each_resample(average: str, zero_division: int) -> None:
     data = labelled(EvalInputs(PREDICTIONS, REFERENCES, LABELS), "f1", "first_line", None)
-    sums = bootstrap_sums(prf_stats(data), n_resamples=25, seed=4)
-    ours = np.stack(prf_from_sums(sums, average=average, zero_division=zero_division), axis=1)
+    sums = bootstrap_sums(
+        label_set_stats(data.references, data.predicted, data.labels), n_resamples=25, seed=4
+    )
+    ours = np.stack(
+        [
+            prf_from_label_sums(sums, measure=measure, average=average, zero_division=zero_division)
+            for measure in ("precision", "recall", "f1")
+        ],
+        axis=1,
+    )
     references, predicted = np.array(REFERENCES), np.array(EXTRACTED)
     for row, idx in zip(ours, resample_indices(len(REFERENCES), 25, seed=4), strict=True):
         expected = precision_recall_fscore_support(
-            references[idx], predicted[idx], average=average, zero_division=zero_division
+            references[idx], predicted[idx], labels=LABELS, average=average, zero_division=zero_division
         )[:3]
         assert row == pytest.approx(expected, rel=1e-12)
 
@@ -231,7 +240,9 @@ def test_macro_f1_interval_is_the_percentile_interval_of_resampled_scikit_learn_
     result = compute("f1", PREDICTIONS, REFERENCES, LABELS, n_bootstrap=40, seed=7)
     references, predicted = np.array(REFERENCES), np.array(EXTRACTED)
     scores = [
-        precision_recall_fscore_support(references[i], predicted[i], average="macro", zero_division=0)[2]
+        precision_recall_fscore_support(
+            references[i], predicted[i], labels=LABELS, average="macro", zero_division=0
+        )[2]
         for i in resample_indices(len(REFERENCES), 40, seed=7)
     ]
     assert (result.ci_low, result.ci_high) == pytest.approx(percentile_interval(np.array(scores)), rel=1e-12)
@@ -241,3 +252,38 @@ def test_signature_records_options_seed_and_library_version() -> None:
     signature = compute({"f1": {"average": "weighted"}}, PREDICTIONS, REFERENCES, LABELS, seed=3).signature
     assert "metric:f1|average:weighted|" in signature
     assert "|seed:3|" in signature and "|scikit-learn:" in signature
+
+
+def _one_invalid_of_100() -> tuple[list[str], list[str]]:
+    """The issue's reproduction: 100 examples over a/b/c, 99 right, one answer outside the label set."""
+    references = ["a", "b", "c"] * 33 + ["a"]
+    predictions = list(references)
+    predictions[10] = "maybe"  # reference "b"
+    return predictions, references
+
+
+@pytest.mark.parametrize("average", ["macro", "weighted", "micro"])
+@pytest.mark.parametrize("measure", ["precision", "recall", "f1"])
+def test_one_invalid_output_costs_one_example_not_a_class(measure: str, average: str) -> None:
+    predictions, references = _one_invalid_of_100()
+    result = compute({measure: {"average": average}}, predictions, references, ["a", "b", "c"])
+    expected = precision_recall_fscore_support(
+        references, predictions, labels=["a", "b", "c"], average=average, zero_division=0
+    )[["precision", "recall", "f1"].index(measure)]
+    assert result.value == expected
+    if (measure, average) == ("f1", "macro"):
+        assert round(result.value, 3) == 0.995  # 0.746 when <invalid> was averaged as a class
+
+
+def test_an_invalid_output_is_a_false_negative_of_its_class_and_a_false_positive_of_none() -> None:
+    predictions, references = _one_invalid_of_100()
+    data = labelled(EvalInputs(predictions, references, ["a", "b", "c"]), "f1", "first_line", None)
+    stats = label_set_stats(data.references, data.predicted, data.labels)
+    tp, fp, fn = np.split(np.asarray(stats.sum(axis=0)), 3)
+    assert (tp.tolist(), fp.tolist(), fn.tolist()) == ([34, 32, 33], [0, 0, 0], [0, 1, 0])
+
+
+def test_invalid_rate_is_the_share_of_outputs_outside_the_label_set() -> None:
+    result = compute("invalid_rate", PREDICTIONS, REFERENCES, LABELS)
+    assert result.value == 3 / 8 and result.higher_is_better is False
+    assert result.per_example == [float(label == INVALID) for label in EXTRACTED]

@@ -131,8 +131,7 @@ def test_computed_result_carries_the_bound_name() -> None:
 _LABELLED = EvalInputs(["yes", "no", "maybe?"], ["yes", "yes", "no"], ["yes", "no"], n_bootstrap=50)
 _TEXT = EvalInputs(["a cat sat", '{"a": 1}', ""], ["the cat sat", '{"a": 2}', "x"], n_bootstrap=50)
 SAMPLE_INPUTS = {
-    **{name: _LABELLED for name in ("accuracy", "precision", "recall", "f1", "per_class")},
-    **{name: _LABELLED for name in ("confusion_matrix", "classification_report")},
+    **{name: _LABELLED for name in ("accuracy", "precision", "recall", "f1", "invalid_rate")},
     **{name: _TEXT for name in ("bleu", "chrf", "rouge1", "rouge2", "rougeL", "rougeLsum", "exact_match")},
     "json_valid": _TEXT,
     "json_field_accuracy": EvalInputs(
@@ -142,6 +141,19 @@ SAMPLE_INPUTS = {
     "regex_match": _TEXT,
 }
 SAMPLE_OPTIONS = {"json_schema": {"schema": {"type": "object"}}, "regex_match": {"pattern": "a.*"}}
+REPORTS = ("confusion_matrix", "per_class", "classification_report")
+
+
+@pytest.mark.parametrize("name", REPORTS)
+def test_reports_are_registered_as_reports_with_plain_json_details(name: str) -> None:
+    assert get_metric(name).is_report
+    result = resolve_metric(name).compute(_LABELLED)
+    assert json.loads(json.dumps(result.details, allow_nan=False)) == result.details
+    assert result.details["invalid"] == 1
+
+
+def test_no_metric_but_the_reports_is_a_report() -> None:
+    assert sorted(name for name in known_metrics() if get_metric(name).is_report) == sorted(REPORTS)
 
 
 @pytest.mark.parametrize("name", sorted(SAMPLE_INPUTS))

@@ -1,0 +1,75 @@
+"""A run's reports (confusion matrix, per-class table, classification report) as plain tables.
+
+Reports are stored as the run's details, never as metrics; ``runs show``, the HTML report and the flow's
+Prefect artifact all show them through :func:`detail_table`, so the three agree.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+Table = tuple[list[str], list[list[object]]]  # headers, rows
+
+_MEASURES = ("precision", "recall", "f1-score", "support")
+
+
+def _base(name: str) -> str:
+    """The report a stored name belongs to (option suffixes such as ``_casefold`` removed)."""
+    for report in ("confusion_matrix", "per_class", "classification_report"):
+        if name == report or name.startswith(f"{report}_"):
+            return report
+    return name
+
+
+def detail_table(name: str, details: dict[str, Any]) -> Table | None:
+    """The report ``name`` as (headers, rows), or None when it holds no table (e.g. no examples)."""
+    kind = _base(name)
+    if kind == "confusion_matrix":
+        labels, matrix = details.get("labels") or [], details.get("matrix") or []
+        if not matrix:
+            return None
+        return ["true \\ predicted", *labels], [
+            [label, *row] for label, row in zip(labels, matrix, strict=True)
+        ]
+    if kind == "per_class":
+        table = details.get("per_class") or {}
+        if not table:
+            return None
+        headers = ["label", "precision", "recall", "f1", "support"]
+        return headers, [[label, *(values[h] for h in headers[1:])] for label, values in table.items()]
+    if kind == "classification_report":
+        report = details.get("report") or {}
+        if not report:
+            return None
+        rows: list[list[object]] = []
+        for key, values in report.items():
+            if isinstance(values, dict):
+                rows.append([key, *(values.get(m) for m in _MEASURES)])
+            else:  # scikit-learn's single "accuracy" figure
+                rows.append([key, None, None, values, None])
+        return ["", *_MEASURES], rows
+    return None
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value).replace("|", "\\|")  # a label with a pipe must not split the Markdown row
+
+
+def markdown(reports: list[dict[str, Any]]) -> str:
+    """Reports (``dataset``, ``name``, ``details`` each) as Markdown sections with tables."""
+    parts = []
+    for report in reports:
+        table = detail_table(report["name"], report["details"])
+        parts.append(f"### {report['dataset']}: {report['name']}\n")
+        if table is None:
+            parts.append("no examples\n")
+            continue
+        headers, rows = table
+        lines = ["| " + " | ".join(_cell(h) for h in headers) + " |", "|" + "---|" * len(headers)]
+        lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
+        parts.append("\n".join(lines) + "\n")
+    return "\n".join(parts)
