@@ -124,17 +124,17 @@ def downgrade() -> None:
     rows = bind.execute(sa.select(_details).order_by(_details.c.id)).mappings().all()
     for row in rows:
         # A report made after the upgrade was never a metric: it comes back with no value (NULL).
-        old = row["from_metric"] or {"value": None, "ci_low": None, "ci_high": None, "higher_is_better": True}
+        old = row["from_metric"] if isinstance(row["from_metric"], dict) else {}
         bind.execute(
             _metrics.insert().values(
                 run_id=row["run_id"],
                 dataset_id=row["dataset_id"],
                 name=row["name"],
-                value=old["value"],
-                ci_low=old["ci_low"],
-                ci_high=old["ci_high"],
+                value=old.get("value"),
+                ci_low=old.get("ci_low"),
+                ci_high=old.get("ci_high"),
                 n=row["n"],
-                higher_is_better=old["higher_is_better"],
+                higher_is_better=bool(old.get("higher_is_better", True)),
                 signature=row["signature"],
                 details=row["details"],
             )
