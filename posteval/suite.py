@@ -25,6 +25,26 @@ from posteval.health import HealthOptions
 log = logging.getLogger(__name__)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a mapping key written twice (PyYAML keeps the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+            line = key_node.start_mark.line + 1
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: construct_mapping below says so
+                continue
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} on lines {first} and {line}", key_node.start_mark
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -45,12 +65,21 @@ class GenerationConfig(_Strict):
 
 
 def template_fields(template: str) -> list[str]:
-    """Names of the ``{field}`` placeholders in ``template``; ValueError if it does not parse."""
+    """Names of the ``{field}`` placeholders in ``template``; ValueError if it does not parse.
+
+    Only plain ``{field}`` is allowed: a format spec (``{text:>99999999999}``) or a conversion
+    (``{text!r}``) would let a suite pad a prompt to any size or show Python reprs to the model.
+    """
     names = []
-    for _, field_name, _, _ in string.Formatter().parse(template):
+    for _, field_name, spec, conversion in string.Formatter().parse(template):
         if field_name is not None:
             if not field_name.isidentifier():
                 raise ValueError(f"placeholder {{{field_name}}} must be a plain field name")
+            if spec or conversion:
+                written = f"{{{field_name}{'!' + conversion if conversion else ''}{':' + spec if spec else ''}}}"
+                raise ValueError(
+                    f"placeholder {written} has a format spec or conversion; write it as {{{field_name}}}"
+                )
             names.append(field_name)
     return names
 
@@ -295,7 +324,11 @@ def parse_suite(text: str, path: Path) -> tuple[Suite, str]:
     the folder the suite lives in do not change it. Relative dataset paths resolve against the file's folder.
     """
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.constructor.ConstructorError as exc:
+        if exc.problem and exc.problem.startswith("duplicate key"):
+            raise SuiteError(f"{path}: {exc.problem}; each key once") from exc
+        raise SuiteError(f"{path}: not valid YAML: {exc}") from exc
     except yaml.YAMLError as exc:
         raise SuiteError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
@@ -366,13 +399,18 @@ def missing_kinds(suite: Suite) -> list[str]:
     return [kind for kind in RULE_OF_THREE if kind not in covered]
 
 
+_warned: set[str] = set()
+
+
 def _check_rule_of_three(suite: Suite, path: Path) -> None:
     missing = missing_kinds(suite)
     if not missing:
         return
     message = f"{path}: the suite lacks " + "; ".join(RULE_OF_THREE[kind] for kind in missing)
     if suite.allow_incomplete:
-        log.warning("%s (allowed by allow_incomplete: true)", message)
+        if message not in _warned:  # the CLI checks the suite, then the flow loads it again: say it once
+            _warned.add(message)
+            log.warning("%s (allowed by allow_incomplete: true)", message)
         return
     raise SuiteError(
         f"{message}. Every suite measures all three; set allow_incomplete: true to run it anyway"
