@@ -87,7 +87,8 @@ def read_csv(name: str, path: Path) -> tuple[Rows, list[int]]:
                         f"dataset {name!r}: {path}:{start}: {len(record)} field(s), "
                         f"the header (line 1) names {len(header)}"
                     )
-                rows.append({key: (value if value != "" else None) for key, value in zip(header, record)})
+                cells = zip(header, record, strict=True)
+                rows.append({key: (value if value != "" else None) for key, value in cells})
                 lines.append(start)
             start = reader.line_num + 1
     except csv.Error as exc:
@@ -96,7 +97,7 @@ def read_csv(name: str, path: Path) -> tuple[Rows, list[int]]:
 
 
 def check_parquet(name: str, path: Path) -> None:
-    """Refuse a file that is not Parquet (empty, truncated, another format) before `datasets` logs about it."""
+    """Refuse a file that is not Parquet (empty, truncated, other) before `datasets` logs about it."""
     import pyarrow.parquet as pq
 
     if path.stat().st_size == 0:

@@ -31,7 +31,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, int] = {}
         for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+            key = self.construct_object(key_node, deep=True)
             line = key_node.start_mark.line + 1
             try:
                 first = seen.get(key)
@@ -76,7 +76,8 @@ def template_fields(template: str) -> list[str]:
             if not field_name.isidentifier():
                 raise ValueError(f"placeholder {{{field_name}}} must be a plain field name")
             if spec or conversion:
-                written = f"{{{field_name}{'!' + conversion if conversion else ''}{':' + spec if spec else ''}}}"
+                shown = ("!" + conversion if conversion else "") + (":" + spec if spec else "")
+                written = f"{{{field_name}{shown}}}"
                 raise ValueError(
                     f"placeholder {written} has a format spec or conversion; write it as {{{field_name}}}"
                 )
@@ -324,7 +325,7 @@ def parse_suite(text: str, path: Path) -> tuple[Suite, str]:
     the folder the suite lives in do not change it. Relative dataset paths resolve against the file's folder.
     """
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
     except yaml.constructor.ConstructorError as exc:
         if exc.problem and exc.problem.startswith("duplicate key"):
             raise SuiteError(f"{path}: {exc.problem}; each key once") from exc
