@@ -279,7 +279,9 @@ def _describe(error: Any) -> str:
         return f"unknown field {loc[-1]!r} (expected one of: {allowed})"
     if kind == "missing":
         return "required field is missing"
-    return f"{msg.removeprefix('Value error, ')} (got {error.get('input')!r})"
+    shown = repr(error.get("input"))
+    shown = shown if len(shown) <= 80 else shown[:77] + "..."  # a huge value is named, not echoed
+    return f"{msg.removeprefix('Value error, ')} (got {shown})"
 
 
 def _check_metrics(suite: Suite, path: Path) -> None:
@@ -318,6 +320,21 @@ def _check_metrics(suite: Suite, path: Path) -> None:
                 )
 
 
+def _yaml_problem(path: Path, exc: yaml.YAMLError, text: str) -> str:
+    """A YAML error in one line: file:line, what is wrong, and the column (PyYAML's text spans lines)."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        problem = " ".join(f"{exc.context or ''} {exc.problem or ''}".split())
+        if problem.startswith("duplicate key"):
+            return f"{path}:{mark.line + 1}: {problem}; each key once"
+        return f"{path}:{mark.line + 1}: not valid YAML: {problem} (column {mark.column + 1})"
+    if isinstance(exc, yaml.reader.ReaderError):
+        line = text[: exc.position].count("\n") + 1
+        char = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        return f"{path}:{line}: not valid YAML: character #x{char:04x} is not allowed in YAML"
+    return f"{path}: not valid YAML: {' '.join(str(exc).split())}"
+
+
 def parse_suite(text: str, path: Path) -> tuple[Suite, str]:
     """Validate suite ``text`` read from ``path``; returns the suite and its content fingerprint.
 
@@ -326,12 +343,10 @@ def parse_suite(text: str, path: Path) -> tuple[Suite, str]:
     """
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
-    except yaml.constructor.ConstructorError as exc:
-        if exc.problem and exc.problem.startswith("duplicate key"):
-            raise SuiteError(f"{path}: {exc.problem}; each key once") from exc
-        raise SuiteError(f"{path}: not valid YAML: {exc}") from exc
     except yaml.YAMLError as exc:
-        raise SuiteError(f"{path}: not valid YAML: {exc}") from exc
+        raise SuiteError(_yaml_problem(path, exc, text)) from exc
+    except RecursionError as exc:
+        raise SuiteError(f"{path}: not valid YAML: nested too deeply") from exc
     if not isinstance(data, dict):
         raise SuiteError(f"{path}: expected a mapping with 'name' and 'datasets' at the top level")
     try:
@@ -422,10 +437,19 @@ def load_suite(path: str | Path) -> LoadedSuite:
     """Read and validate the suite file at ``path``."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError as exc:
         raise SuiteError(f"{path}: suite file not found") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SuiteError(f"{path}: cannot read suite file: {exc}") from exc
+    except OSError as exc:
+        raise SuiteError(f"{path}: cannot read suite file: {exc.strerror or exc}") from exc
+    if not raw.strip():
+        raise SuiteError(f"{path}: the suite file is empty (expected a mapping with 'name' and 'datasets')")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise SuiteError(
+            f"{path}:{line}: not valid UTF-8 (byte 0x{raw[exc.start]:02x}); save the suite as UTF-8"
+        ) from exc
     suite, fingerprint = parse_suite(text, path)
     return LoadedSuite(suite=suite, path=path.resolve(), source_text=text, fingerprint=fingerprint)
