@@ -153,9 +153,16 @@ def _validate_rows(spec: DatasetSpec, rows: list[dict[str, Any]], lines: list[in
             f"dataset {spec.name!r}: {_where(spec, too_long[0], lines)}: key field {spec.key!r} is "
             f"{len(keys[too_long[0]])} characters long (at most {MAX_KEY_LENGTH}); use a shorter id field"
         )
-    if len(set(keys)) != len(keys):
-        dupes = sorted({k for k in keys if keys.count(k) > 1})[:5]
-        raise DatasetError(f"dataset {spec.name!r}: key field {spec.key!r} is not unique (repeated: {dupes})")
+    first: dict[str, int] = {}
+    for index, key in enumerate(keys):
+        if key in first:
+            shown = repr(key) if len(key) <= 40 else repr(key[:37]) + "..."
+            raise DatasetError(
+                f"dataset {spec.name!r}: {_where(spec, index, lines)}: key field {spec.key!r} is not unique "
+                f"({shown} is also the key of "
+                + (f"line {lines[first[key]]})" if lines is not None else f"row {first[key]})")
+            )
+        first[key] = index
     return keys
 
 

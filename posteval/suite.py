@@ -79,7 +79,7 @@ def template_fields(template: str) -> list[str]:
                 shown = ("!" + conversion if conversion else "") + (":" + spec if spec else "")
                 written = f"{{{field_name}{shown}}}"
                 raise ValueError(
-                    f"placeholder {written} has a format spec or conversion; write it as {{{field_name}}}"
+                    f"placeholder {written!r} has a format spec or conversion; write it as {{{field_name}}}"
                 )
             names.append(field_name)
     return names

@@ -77,7 +77,7 @@ def test_a_prompt_with_a_format_spec_is_refused_with_the_suite(tmp_path: Path) -
     with pytest.raises(SuiteError) as info:
         load_suite(path)
     assert str(info.value) == (
-        f"{path}: datasets[0].prompt: placeholder {{q:.2f}} has a format spec or conversion; "
+        f"{path}: datasets[0].prompt: placeholder '{{q:.2f}}' has a format spec or conversion; "
         "write it as {q} (got '{q:.2f}')"
     )
 
