@@ -190,15 +190,10 @@ def runs_list(
 ) -> None:
     """List past runs, newest first."""
     _quiet(False)
+    status, after, limit = _guard(lambda: (check_status(status), parse_since(since), check_limit(limit)))
     frame = _guard(
         lambda: _with_schema(
-            lambda: queries.runs(
-                model=model,
-                suite=suite,
-                status=check_status(status),
-                since=parse_since(since),
-                limit=check_limit(limit),
-            )
+            lambda: queries.runs(model=model, suite=suite, status=status, since=after, limit=limit)
         )
     )
     if fmt is not Format.table:
@@ -314,11 +309,10 @@ def history_command(
     _quiet(False)
     if plot is not None:
         _guard(lambda: writable_file(plot, "--plot"))
+    after = _guard(lambda: parse_since(since))
     frame = _guard(
         lambda: _with_schema(
-            lambda: queries.metric_history(
-                metric, model=model, dataset=dataset, suite=suite, since=parse_since(since)
-            )
+            lambda: queries.metric_history(metric, model=model, dataset=dataset, suite=suite, since=after)
         )
     )
     emit(frame, fmt, console, title=f"{metric} of {model}")

@@ -164,7 +164,7 @@ def test_a_second_flow_cannot_claim_a_running_run(
         register_run(checkpoint, loaded, datasets, trigger="event", flow_run_id="B", database_url=sqlite_url)
 
 
-def test_an_unexpected_error_exits_3_in_one_line(tmp_path: Path) -> None:
+def test_an_unknown_database_scheme_exits_2_naming_the_variable(tmp_path: Path) -> None:
     env = {
         "POSTEVAL_HOME": str(tmp_path),
         "POSTEVAL_DATABASE_URL": "postgres://user:secret@nowhere/db",
@@ -177,10 +177,11 @@ def test_an_unexpected_error_exits_3_in_one_line(tmp_path: Path) -> None:
         env=env,
         timeout=120,
     )
-    assert result.returncode == 3
+    # Issue 13: a scheme SQLAlchemy cannot load is bad input naming the variable (it was a raw exit 3).
+    assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "error: NoSuchModuleError: Can't load plugin: sqlalchemy.dialects:postgres "
-        "(run with --verbose for details)"
+        "error: bad setting: POSTEVAL_DATABASE_URL: unsupported database 'postgres' "
+        "(expected sqlite:///PATH or postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB)"
     ]
     assert "secret" not in result.stderr
 
