@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import sqlite3
 from collections.abc import Iterator
@@ -498,3 +499,29 @@ def test_the_rule_of_three_warning_is_said_once(env: Path, caplog: pytest.LogCap
         f"{path}: the suite lacks an overfitting detector (a 'training_health' section: train vs validation "
         "loss gap) (allowed by allow_incomplete: true)"
     ) == 1
+
+
+def test_a_cuda_index_beyond_the_machine_s_devices(monkeypatch: pytest.MonkeyPatch) -> None:
+    from posteval.errors import InputError
+    from posteval.preflight import check_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    check_device("cuda:1")
+    with pytest.raises(InputError) as info:
+        check_device("cuda:2")
+    assert str(info.value) == "POSTEVAL_DEVICE=cuda:2: this machine has 2 CUDA device(s), cuda:0 to cuda:1"
+
+
+@pytest.mark.parametrize(("metric", "raised"), [(":f", "Empty module name"), (".rel:f", "relative import")])
+def test_a_custom_metric_that_cannot_be_imported_is_a_suite_error(
+    env: Path, metric: str, raised: str
+) -> None:
+    path = env / "suite.yaml"
+    path.write_text(SUITE.format(path="task.jsonl").replace("[exact_match]", f"['{metric}']"))
+    with pytest.raises(
+        SuiteError,
+        match=rf"^{path}: datasets\[0\]\.metrics\[0\]: cannot import custom metric "
+        rf"'{re.escape(metric)}': .*{raised}",
+    ):
+        load_suite(path)
