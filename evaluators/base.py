@@ -183,7 +183,7 @@ def _import_custom(path: str) -> MetricInfo:
     module_name, _, attr = path.partition(":")
     try:
         fn = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
+    except (ImportError, AttributeError, ValueError, TypeError) as exc:  # ":f", ".mod:f": the last two
         raise MetricError(f"cannot import custom metric {path!r}: {exc}") from exc
     if path not in _REGISTRY:
         for info in _REGISTRY.values():

@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -18,6 +17,7 @@ from rich.markup import escape
 
 from posteval import progress, queries
 from posteval.cli_automation import DaskAddressOpt, TaskRunnerOpt, serve, trigger
+from posteval.cli_checks import check_limit, check_status, parse_since, writable_file
 from posteval.errors import GateFailed, InputError, PostevalError, short_error
 from posteval.output import Format, emit
 from posteval.render import RichProgress, comparison_table, console, err_console, print_run, progress_bar
@@ -104,13 +104,14 @@ def run_evaluation(
     from posteval.checkpoint import resolve_checkpoint
     from posteval.db.migrate import upgrade
     from posteval.pipeline import check_task_runner, prepare_dataset
+    from posteval.preflight import preflight
     from posteval.suite import load_suite
 
     check_task_runner(task_runner, dask_address)
-    resolve_checkpoint(checkpoint, model_name=model_name, base_path=adapter_base)
+    preflight(resolve_checkpoint(checkpoint, model_name=model_name, base_path=adapter_base))
     loaded = load_suite(suite).suite
     if loaded.base_model:
-        resolve_checkpoint(loaded.base_model)
+        preflight(resolve_checkpoint(loaded.base_model))
     for spec in loaded.all_datasets():
         prepare_dataset(spec)
     upgrade(database_url)
@@ -240,11 +241,10 @@ def runs_list(
 ) -> None:
     """List past runs, newest first."""
     _quiet(False)
+    status, after, limit = _guard(lambda: (check_status(status), parse_since(since), check_limit(limit)))
     frame = _guard(
         lambda: _with_schema(
-            lambda: queries.runs(
-                model=model, suite=suite, status=status, since=parse_since(since), limit=limit
-            )
+            lambda: queries.runs(model=model, suite=suite, status=status, since=after, limit=limit)
         )
     )
     if fmt is not Format.table:
@@ -274,20 +274,6 @@ def runs_show(
     _guard(lambda: _with_schema(lambda: print_run(queries.resolve_run_id(run), fmt)))
 
 
-def parse_since(value: str | None) -> datetime | None:
-    """A --since value as an aware datetime: an ISO date or time, or a duration ago like 7d, 12h or 30m."""
-    if value is None:
-        return None
-    units = {"d": "days", "h": "hours", "m": "minutes", "w": "weeks"}
-    if value[:-1].isdigit() and value[-1] in units:
-        return datetime.now(UTC) - timedelta(**{units[value[-1]]: int(value[:-1])})
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError as exc:
-        raise InputError(f"--since {value!r}: expected a date like 2026-11-01 or a duration like 7d") from exc
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
 def _with_schema(fn: Callable[[], Any]) -> Any:
     from posteval.db.migrate import upgrade
 
@@ -302,6 +288,7 @@ def runs_loss_curve(
 ) -> None:
     """Draw the run's checkpoint's train and validation loss curve as a PNG."""
     _quiet(False)
+    _guard(lambda: writable_file(out, "--out"))
 
     def draw() -> Path:
         run_id = queries.resolve_run_id(run)
@@ -348,6 +335,8 @@ def report(
 ) -> None:
     """Write a run's report: one self-contained HTML file (metrics, baseline comparison, health, examples)."""
     _quiet(False)
+    if out is not None:
+        _guard(lambda: writable_file(out, "--out"))
     from posteval.report import write_report
 
     def write() -> Path:
@@ -369,18 +358,25 @@ def history_command(
 ) -> None:
     """A metric of a model across its runs, in training order; optionally a PNG trend plot."""
     _quiet(False)
+    if plot is not None:
+        _guard(lambda: writable_file(plot, "--plot"))
+    after = _guard(lambda: parse_since(since))
     frame = _guard(
         lambda: _with_schema(
-            lambda: queries.metric_history(
-                metric, model=model, dataset=dataset, suite=suite, since=parse_since(since)
-            )
+            lambda: queries.metric_history(metric, model=model, dataset=dataset, suite=suite, since=after)
         )
     )
     emit(frame, fmt, console, title=f"{metric} of {model}")
     if plot is not None:
         from posteval.plots import metric_trend_png
 
-        metric_trend_png(frame, plot, title=f"{metric} of {model}")
+        def draw() -> None:
+            try:
+                metric_trend_png(frame, plot, title=f"{metric} of {model}")
+            except OSError as exc:
+                raise InputError(f"--plot {plot}: cannot write it: {exc.strerror or exc}") from exc
+
+        _guard(draw)
         err_console.print(f"trend plot written to {plot}", highlight=False)
 
 

@@ -6,7 +6,6 @@ Supported: ``.jsonl``/``.json``, ``.csv``, ``.parquet`` files and folders writte
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -15,13 +14,14 @@ import datasets
 
 from posteval.errors import DatasetError
 from posteval.hashing import FileHashCache, fingerprint_files, sha256_json
+from posteval.readers import check_parquet, read_csv, read_jsonl
 from posteval.settings import get_settings
-from posteval.suite import DatasetSpec
+from posteval.suite import DatasetSpec, template_fields
 
 _BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 
 datasets.disable_progress_bars()
-datasets.logging.set_verbosity_error()
+datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # its errors reach the user through ours
 log = logging.getLogger(__name__)
 
 
@@ -73,45 +73,26 @@ class LoadedDataset:
         return [str(row[self.spec.text]) for row in self.rows]
 
 
-def _jsonl_line_numbers(spec: DatasetSpec) -> list[int]:
-    """The file line of every row (blank lines hold none); a malformed line is a DatasetError naming it."""
-    numbers = []
-    with spec.path.open(encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                value = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DatasetError(
-                    f"dataset {spec.name!r}: {spec.path}:{lineno}: malformed JSON line "
-                    f"({exc.msg} at column {exc.colno})"
-                ) from exc
-            if not isinstance(value, dict):
-                raise DatasetError(
-                    f"dataset {spec.name!r}: {spec.path}:{lineno}: expected a JSON object per line, "
-                    f"got {type(value).__name__}"
-                )
-            numbers.append(lineno)
-    return numbers
-
-
 def _where(spec: DatasetSpec, index: int, lines: list[int] | None) -> str:
-    """Where row ``index`` sits: a file line for JSONL and CSV (after the header), else a row number."""
+    """Where row ``index`` sits: its file line for JSONL and CSV, else its row number."""
     if lines is not None:
         return f"{spec.path}:{lines[index]}"
-    if spec.path.suffix.lower() == ".csv":
-        return f"{spec.path}:{index + 2}"
     return f"{spec.path} row {index}"
 
 
 MAX_KEY_LENGTH = 255
 
 
-def _read_rows(spec: DatasetSpec) -> list[dict[str, Any]]:
+def _read_rows(spec: DatasetSpec) -> tuple[list[dict[str, Any]], list[int] | None]:
+    """The rows of the dataset, and for the line-based formats (JSONL, CSV) each row's file line."""
     path = spec.path
     if not path.exists():
         raise DatasetError(f"dataset {spec.name!r}: file not found: {path}")
+    suffix = path.suffix.lower()
+    if path.is_file() and suffix == ".jsonl":
+        return read_jsonl(spec.name, path)
+    if path.is_file() and suffix == ".csv":
+        return read_csv(spec.name, path)
     if path.is_dir():
         try:
             loaded = datasets.load_from_disk(str(path))
@@ -125,27 +106,33 @@ def _read_rows(spec: DatasetSpec) -> list[dict[str, Any]]:
                     f"dataset {spec.name!r}: {path} holds splits {sorted(loaded)}; name one with 'split'"
                 )
             loaded = loaded[spec.split]
-        return [dict(row) for row in loaded]
-    builder = _BUILDERS.get(path.suffix.lower())
+        return [dict(row) for row in loaded], None
+    builder = _BUILDERS.get(suffix)
     if builder is None:
         raise DatasetError(
             f"dataset {spec.name!r}: {path}: unsupported file type {path.suffix!r} "
             f"(expected one of {', '.join(sorted(_BUILDERS))} or a saved dataset folder)"
         )
+    if builder == "parquet":
+        check_parquet(spec.name, path)
+    elif path.stat().st_size == 0:
+        raise DatasetError(f"dataset {spec.name!r}: {path} is empty (expected a JSON array or JSON lines)")
     # `datasets` keys its Arrow cache on the file's path and mtime, which a copy with preserved times
     # (cp -p, rsync -a) keeps: a cache folder per content hash means new content is never served stale.
     cache_dir = get_settings().cache_dir / "datasets" / FileHashCache().file_sha256(path)[:16]
     try:
         loaded = datasets.load_dataset(builder, data_files=str(path), split="train", cache_dir=str(cache_dir))
     except Exception as exc:
-        raise DatasetError(f"dataset {spec.name!r}: cannot load {path}: {exc}") from exc
-    return [dict(row) for row in loaded]
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DatasetError(f"dataset {spec.name!r}: cannot load {path}: {reason}") from exc
+    return [dict(row) for row in loaded], None
 
 
 def _validate_rows(spec: DatasetSpec, rows: list[dict[str, Any]], lines: list[int] | None) -> list[str]:
     if not rows:
         raise DatasetError(f"dataset {spec.name!r}: {spec.path} has no rows")
     needed = spec.prompt_fields()
+    text_fields = template_fields(spec.prompt) if spec.prompt else [spec.text]  # what becomes model input
     for index, row in enumerate(rows):
         missing = [field for field in needed if row.get(field) is None]
         if missing:
@@ -153,6 +140,14 @@ def _validate_rows(spec: DatasetSpec, rows: list[dict[str, Any]], lines: list[in
                 f"dataset {spec.name!r}: {_where(spec, index, lines)}: missing field(s) {missing} "
                 f"named by the suite (row has {sorted(k for k, v in row.items() if v is not None)})"
             )
+        for name in text_fields:
+            value = row[name]
+            if not isinstance(value, str):
+                shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+                raise DatasetError(
+                    f"dataset {spec.name!r}: {_where(spec, index, lines)}: field {name!r} is "
+                    f"{type(value).__name__} {shown}, expected text (a string; quote it if you mean text)"
+                )
         if spec.prompt is not None:
             try:
                 spec.prompt.format(**row)
@@ -178,9 +173,16 @@ def _validate_rows(spec: DatasetSpec, rows: list[dict[str, Any]], lines: list[in
             f"dataset {spec.name!r}: {_where(spec, too_long[0], lines)}: key field {spec.key!r} is "
             f"{len(keys[too_long[0]])} characters long (at most {MAX_KEY_LENGTH}); use a shorter id field"
         )
-    if len(set(keys)) != len(keys):
-        dupes = sorted({k for k in keys if keys.count(k) > 1})[:5]
-        raise DatasetError(f"dataset {spec.name!r}: key field {spec.key!r} is not unique (repeated: {dupes})")
+    first: dict[str, int] = {}
+    for index, key in enumerate(keys):
+        if key in first:
+            shown = repr(key) if len(key) <= 40 else repr(key[:37]) + "..."
+            raise DatasetError(
+                f"dataset {spec.name!r}: {_where(spec, index, lines)}: key field {spec.key!r} is not unique "
+                f"({shown} is also the key of "
+                + (f"line {lines[first[key]]})" if lines is not None else f"row {first[key]})")
+            )
+        first[key] = index
     return keys
 
 
@@ -222,10 +224,7 @@ def _validate_choices(spec: DatasetSpec, rows: list[dict[str, Any]], lines: list
 
 def load_dataset(spec: DatasetSpec) -> LoadedDataset:
     """Load, validate and fingerprint the dataset ``spec`` names."""
-    lines = (
-        _jsonl_line_numbers(spec) if spec.path.suffix.lower() == ".jsonl" and spec.path.is_file() else None
-    )
-    rows = _read_rows(spec)
+    rows, lines = _read_rows(spec)
     if spec.limit is not None:
         rows = rows[: spec.limit]
     keys = _validate_rows(spec, rows, lines)

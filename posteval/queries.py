@@ -86,7 +86,9 @@ def resolve_run_id(prefix: str, *, database_url: str | None = None) -> str:
     An unknown id is refused with the closest known ones.
     """
     with session_scope(database_url) as session:
-        matches = session.scalars(select(EvalRun.id).where(EvalRun.id.startswith(prefix)).limit(6)).all()
+        # autoescape: '%' and '_' in a prefix are literal characters, not LIKE wildcards
+        query = select(EvalRun.id).where(EvalRun.id.startswith(prefix, autoescape=True)).limit(6)
+        matches = session.scalars(query).all()
         if not matches:
             known = session.scalars(select(EvalRun.id).order_by(EvalRun.created_at.desc()).limit(1_000)).all()
     if len(matches) == 1 and len(prefix) >= 4:

@@ -42,6 +42,13 @@ class Settings(BaseSettings):
             raise ValueError(f"POSTEVAL_DEVICE={value!r}: expected auto, cpu, mps, cuda or cuda:N")
         return value
 
+    @field_validator("database_url")
+    @classmethod
+    def _usable_database_url(cls, value: str) -> str:
+        if value:
+            check_database_url(value)
+        return value
+
     @field_validator("dtype")
     @classmethod
     def _known_dtype(cls, value: str) -> str:
@@ -62,6 +69,32 @@ class Settings(BaseSettings):
         return self.home / "cache"
 
 
+DATABASE_URL_FORMS = "sqlite:///PATH or postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB"
+
+
+def check_database_url(url: str) -> None:
+    """ValueError unless ``url`` is a SQLite or PostgreSQL URL whose driver is installed.
+
+    The message shows the scheme only, never the URL (it may hold a password).
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ValueError(f"not a database URL (expected {DATABASE_URL_FORMS})") from None
+    scheme = parsed.drivername
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        raise ValueError(f"unsupported database {scheme!r} (expected {DATABASE_URL_FORMS})")
+    try:
+        parsed.get_dialect().import_dbapi()
+    except (NoSuchModuleError, ImportError):
+        raise ValueError(
+            f"no installed driver for {scheme!r} (expected {DATABASE_URL_FORMS}; psycopg 3 for PostgreSQL)"
+        ) from None
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process-wide settings; call ``get_settings.cache_clear()`` after changing the environment.
@@ -74,6 +107,7 @@ def get_settings() -> Settings:
         return Settings()
     except ValidationError as exc:
         problems = "; ".join(
-            f"POSTEVAL_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
+            f"POSTEVAL_{'_'.join(map(str, e['loc'])).upper()}: {e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors()
         )
         raise InputError(f"bad setting: {problems}") from exc

@@ -25,6 +25,26 @@ from posteval.health import HealthOptions
 log = logging.getLogger(__name__)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a mapping key written twice (PyYAML keeps the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: construct_mapping below says so
+                continue
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} on lines {first} and {line}", key_node.start_mark
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -45,12 +65,22 @@ class GenerationConfig(_Strict):
 
 
 def template_fields(template: str) -> list[str]:
-    """Names of the ``{field}`` placeholders in ``template``; ValueError if it does not parse."""
+    """Names of the ``{field}`` placeholders in ``template``; ValueError if it does not parse.
+
+    Only plain ``{field}`` is allowed: a format spec (``{text:>99999999999}``) or a conversion
+    (``{text!r}``) would let a suite pad a prompt to any size or show Python reprs to the model.
+    """
     names = []
-    for _, field_name, _, _ in string.Formatter().parse(template):
+    for _, field_name, spec, conversion in string.Formatter().parse(template):
         if field_name is not None:
             if not field_name.isidentifier():
                 raise ValueError(f"placeholder {{{field_name}}} must be a plain field name")
+            if spec or conversion:
+                shown = ("!" + conversion if conversion else "") + (":" + spec if spec else "")
+                written = f"{{{field_name}{shown}}}"
+                raise ValueError(
+                    f"placeholder {written!r} has a format spec or conversion; write it as {{{field_name}}}"
+                )
             names.append(field_name)
     return names
 
@@ -259,7 +289,9 @@ def _describe(error: Any) -> str:
         return f"unknown field {loc[-1]!r} (expected one of: {allowed})"
     if kind == "missing":
         return "required field is missing"
-    return f"{msg.removeprefix('Value error, ')} (got {error.get('input')!r})"
+    shown = repr(error.get("input"))
+    shown = shown if len(shown) <= 80 else shown[:77] + "..."  # a huge value is named, not echoed
+    return f"{msg.removeprefix('Value error, ')} (got {shown})"
 
 
 def _check_metrics(suite: Suite, path: Path) -> None:
@@ -303,6 +335,21 @@ def _check_metrics(suite: Suite, path: Path) -> None:
                 )
 
 
+def _yaml_problem(path: Path, exc: yaml.YAMLError, text: str) -> str:
+    """A YAML error in one line: file:line, what is wrong, and the column (PyYAML's text spans lines)."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        problem = " ".join(f"{exc.context or ''} {exc.problem or ''}".split())
+        if problem.startswith("duplicate key"):
+            return f"{path}:{mark.line + 1}: {problem}; each key once"
+        return f"{path}:{mark.line + 1}: not valid YAML: {problem} (column {mark.column + 1})"
+    if isinstance(exc, yaml.reader.ReaderError):
+        line = text[: exc.position].count("\n") + 1
+        char = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        return f"{path}:{line}: not valid YAML: character #x{char:04x} is not allowed in YAML"
+    return f"{path}: not valid YAML: {' '.join(str(exc).split())}"
+
+
 def parse_suite(text: str, path: Path) -> tuple[Suite, str]:
     """Validate suite ``text`` read from ``path``; returns the suite and its content fingerprint.
 
@@ -310,9 +357,11 @@ def parse_suite(text: str, path: Path) -> tuple[Suite, str]:
     the folder the suite lives in do not change it. Relative dataset paths resolve against the file's folder.
     """
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
     except yaml.YAMLError as exc:
-        raise SuiteError(f"{path}: not valid YAML: {exc}") from exc
+        raise SuiteError(_yaml_problem(path, exc, text)) from exc
+    except RecursionError as exc:
+        raise SuiteError(f"{path}: not valid YAML: nested too deeply") from exc
     if not isinstance(data, dict):
         raise SuiteError(f"{path}: expected a mapping with 'name' and 'datasets' at the top level")
     try:
@@ -402,13 +451,18 @@ def missing_kinds(suite: Suite) -> list[str]:
     return [kind for kind in RULE_OF_THREE if kind not in covered]
 
 
+_warned: set[str] = set()
+
+
 def _check_rule_of_three(suite: Suite, path: Path) -> None:
     missing = missing_kinds(suite)
     if not missing:
         return
     message = f"{path}: the suite lacks " + "; ".join(RULE_OF_THREE[kind] for kind in missing)
     if suite.allow_incomplete:
-        log.warning("%s (allowed by allow_incomplete: true)", message)
+        if message not in _warned:  # the CLI checks the suite, then the flow loads it again: say it once
+            _warned.add(message)
+            log.warning("%s (allowed by allow_incomplete: true)", message)
         return
     raise SuiteError(
         f"{message}. Every suite measures all three; set allow_incomplete: true to run it anyway"
@@ -419,10 +473,19 @@ def load_suite(path: str | Path) -> LoadedSuite:
     """Read and validate the suite file at ``path``."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError as exc:
         raise SuiteError(f"{path}: suite file not found") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SuiteError(f"{path}: cannot read suite file: {exc}") from exc
+    except OSError as exc:
+        raise SuiteError(f"{path}: cannot read suite file: {exc.strerror or exc}") from exc
+    if not raw.strip():
+        raise SuiteError(f"{path}: the suite file is empty (expected a mapping with 'name' and 'datasets')")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise SuiteError(
+            f"{path}:{line}: not valid UTF-8 (byte 0x{raw[exc.start]:02x}); save the suite as UTF-8"
+        ) from exc
     suite, fingerprint = parse_suite(text, path)
     return LoadedSuite(suite=suite, path=path.resolve(), source_text=text, fingerprint=fingerprint)

@@ -7,6 +7,7 @@ from prefect.cache_policies import NO_CACHE
 
 from posteval import pipeline
 from posteval.checkpoint import CheckpointInfo, resolve_checkpoint
+from posteval.preflight import preflight
 from posteval.suite import DatasetSpec, LoadedSuite, load_suite
 
 
@@ -14,8 +15,14 @@ from posteval.suite import DatasetSpec, LoadedSuite, load_suite
 def resolve_checkpoint_task(
     path: str, model_name: str | None = None, adapter_base: str | None = None, step: int | None = None
 ) -> CheckpointInfo:
-    """Fingerprint the checkpoint folder and read its training step (``step`` overrides the log's)."""
-    return resolve_checkpoint(path, model_name=model_name, base_path=adapter_base, step=step)
+    """Fingerprint the checkpoint folder and read its training step (``step`` overrides the log's).
+
+    The preflight checks (weights whole and fitting the architecture, tokenizer, device, API key) run
+    here, so a checkpoint that cannot be evaluated is refused before the run row is registered.
+    """
+    info = resolve_checkpoint(path, model_name=model_name, base_path=adapter_base, step=step)
+    preflight(info)
+    return info
 
 
 @task(name="load-suite", cache_policy=NO_CACHE)

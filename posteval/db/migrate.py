@@ -6,10 +6,13 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy.exc import OperationalError
 
-from posteval.db.engine import _safe_url
-from posteval.errors import DatabaseError
+from posteval.db.engine import _safe_url, make_engine
+from posteval.errors import DatabaseError, InputError
 from posteval.settings import get_settings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -26,11 +29,47 @@ def alembic_config(url: str | None = None) -> Config:
 
 def upgrade(url: str | None = None, revision: str = "head") -> str:
     """Bring the database at ``url`` to ``revision``; returns the URL with its password hidden."""
+    config = alembic_config(url)
     try:
-        command.upgrade(alembic_config(url), revision)
+        _check_revisions(config, url, revision)
+        command.upgrade(config, revision)
     except OperationalError as exc:
         raise DatabaseError(f"cannot migrate the database at {_safe_url(url)}: {exc.orig}") from exc
+    except CommandError as exc:
+        raise DatabaseError(f"cannot migrate the database at {_safe_url(url)}: {exc}") from exc
     return _safe_url(url)
+
+
+def _check_revisions(config: Config, url: str | None, revision: str) -> None:
+    """Refuse, in one line, a database this posteval does not know, or a target older than the database.
+
+    Alembic answers the first with a raw CommandError and treats the second as a silent no-op, which
+    `posteval db upgrade 0001` would have reported as success.
+    """
+    script = ScriptDirectory.from_config(config)
+    known = [rev.revision for rev in reversed(list(script.walk_revisions()))]
+    if revision != "head" and revision not in known:
+        raise InputError(f"unknown revision {revision!r} (expected head or one of {', '.join(known)})")
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            current = MigrationContext.configure(connection).get_current_heads()
+    finally:
+        engine.dispose()
+    for rev in current:
+        if rev not in known:
+            raise DatabaseError(
+                f"the database at {_safe_url(url)} is at revision {rev!r}, which this posteval does not know "
+                f"(it knows {', '.join(known)}): it was migrated by a newer posteval; upgrade posteval"
+            )
+    if revision == "head":
+        return
+    for rev in current:
+        if rev != revision and known.index(rev) > known.index(revision):
+            raise InputError(
+                f"the database at {_safe_url(url)} is at revision {rev}, newer than {revision}: "
+                "`db upgrade` never goes back (nothing was changed)"
+            )
 
 
 def downgrade(url: str | None = None, revision: str = "base") -> None:

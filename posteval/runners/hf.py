@@ -19,6 +19,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 
 from posteval.checkpoint import CheckpointInfo
 from posteval.errors import CheckpointError, InputError
+from posteval.preflight import load_report_problems
 from posteval.runners.base import (
     Batch,
     BatchSize,
@@ -168,7 +169,13 @@ class HFRunner:
                 base = AutoModelForCausalLM.from_pretrained(str(checkpoint.base_path), dtype=self.dtype)
                 model: Any = PeftModel.from_pretrained(base, str(checkpoint.path))
             else:
-                model = AutoModelForCausalLM.from_pretrained(str(checkpoint.path), dtype=self.dtype)
+                loaded: Any = AutoModelForCausalLM.from_pretrained(
+                    str(checkpoint.path), dtype=self.dtype, output_loading_info=True
+                )
+                model, report = loaded
+                problems = load_report_problems(report)
+                if problems:  # never evaluate randomly initialised weights (preflight says it first)
+                    raise CheckpointError(f"checkpoint {checkpoint.path}: the weights do not fit: {problems}")
             tokenizer = load_tokenizer(tokenizer_path(checkpoint))
         except (OSError, ValueError) as exc:
             raise CheckpointError(f"cannot load checkpoint {checkpoint.path}: {exc}") from exc
