@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from functools import partial
 
-from evaluators import EvalInputs, resolve_metric
+from posteval.evaluators import EvalInputs, resolve_metric
 
 _WORDS = [
     "the",

@@ -33,10 +33,10 @@ from typing import Any, TypeVar, cast
 
 import torch
 
-from evaluators import EvalInputs
 from posteval import pipeline
 from posteval.checkpoint import resolve_checkpoint
 from posteval.db.migrate import upgrade
+from posteval.evaluators import EvalInputs
 from posteval.runners import get_runner
 from posteval.runners.base import AUTO_BATCH_START, Batch, GenerationOptions
 from posteval.runners.hf import HFRunner
@@ -162,7 +162,7 @@ def flow_figures(
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
     from prefect.testing.utilities import prefect_test_harness
 
-    from flows.post_training import evaluate_checkpoint
+    from posteval.flows.post_training import evaluate_checkpoint
 
     loaded, urls = load_suite(suite_path), (f"sqlite:///{root / f'bench-{i}.db'}" for i in itertools.count())
     times: dict[str, list[float]] = defaultdict(list)

@@ -1,6 +1,6 @@
 """Pure metric code, one module per family, registered by name (see :mod:`evaluators.base`)."""
 
-from evaluators.base import (
+from posteval.evaluators.base import (
     BoundMetric,
     EvalInputs,
     MetricInfo,

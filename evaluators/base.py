@@ -309,4 +309,4 @@ def aggregate(spec: Mapping[str, Any], sums: np.ndarray) -> np.ndarray:
 
 def _load_builtins() -> None:
     # Importing the family modules registers their metrics.
-    importlib.import_module("evaluators.builtin")
+    importlib.import_module("posteval.evaluators.builtin")

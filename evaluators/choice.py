@@ -12,9 +12,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from evaluators.base import EvalInputs, register_metric
-from evaluators.common import decomposable_result, require_references
 from posteval.errors import MetricError
+from posteval.evaluators.base import EvalInputs, register_metric
+from posteval.evaluators.common import decomposable_result, require_references
 from posteval.results import MetricResult
 
 Scores = tuple[Sequence[Sequence[str]], Sequence[Sequence[float]]]

@@ -23,10 +23,17 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
-from evaluators.base import EvalInputs, register_aggregator, register_metric
-from evaluators.choice import choice_accuracy
-from evaluators.common import Regex, corpus_result, decomposable_result, make_result
-from evaluators.labels import INVALID, Extraction, Labelled, check_extraction, extract_label, labelled
+from posteval.evaluators.base import EvalInputs, register_aggregator, register_metric
+from posteval.evaluators.choice import choice_accuracy
+from posteval.evaluators.common import Regex, corpus_result, decomposable_result, make_result
+from posteval.evaluators.labels import (
+    INVALID,
+    Extraction,
+    Labelled,
+    check_extraction,
+    extract_label,
+    labelled,
+)
 from posteval.results import MetricResult
 
 __all__ = ["INVALID", "Extraction", "extract_label"]

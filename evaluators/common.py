@@ -18,8 +18,8 @@ import jsonschema
 import numpy as np
 from pydantic import AfterValidator
 
-from evaluators.base import EvalInputs, aggregate
 from posteval.errors import MetricError
+from posteval.evaluators.base import EvalInputs, aggregate
 from posteval.results import MetricResult
 from posteval.stats import ScoreFn, Stats, mean_ci, stats_ci
 

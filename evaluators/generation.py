@@ -16,8 +16,13 @@ from rouge_score import rouge_scorer
 from sacrebleu.metrics import BLEU, CHRF
 from sacrebleu.metrics.base import Metric
 
-from evaluators.base import EvalInputs, register_aggregator, register_metric
-from evaluators.common import corpus_result, decomposable_result, reference_strings, require_references
+from posteval.evaluators.base import EvalInputs, register_aggregator, register_metric
+from posteval.evaluators.common import (
+    corpus_result,
+    decomposable_result,
+    reference_strings,
+    require_references,
+)
 from posteval.results import MetricResult
 
 # Tokenizers that need no extra package (ja-mecab, ko-mecab and the spm ones do).

@@ -13,9 +13,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from evaluators.base import EvalInputs
-from evaluators.common import require_references
 from posteval.errors import MetricError
+from posteval.evaluators.base import EvalInputs
+from posteval.evaluators.common import require_references
 
 INVALID = "<invalid>"
 

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from evaluators.base import EvalInputs, register_aggregator, register_metric
-from evaluators.common import corpus_result
 from posteval.errors import MetricError
+from posteval.evaluators.base import EvalInputs, register_aggregator, register_metric
+from posteval.evaluators.common import corpus_result
 from posteval.results import MetricResult
 
 

@@ -16,9 +16,9 @@ from typing import Any, Literal
 
 import jsonschema
 
-from evaluators.base import EvalInputs, register_metric
-from evaluators.common import JsonSchema, Regex, decomposable_result, require_references
 from posteval.errors import MetricError
+from posteval.evaluators.base import EvalInputs, register_metric
+from posteval.evaluators.common import JsonSchema, Regex, decomposable_result, require_references
 from posteval.results import MetricResult
 
 _FENCE = re.compile(r"```(?:json)?[ \t]*\n?(.*?)```", re.DOTALL | re.IGNORECASE)

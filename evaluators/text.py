@@ -7,8 +7,8 @@ import string
 import unicodedata
 from typing import Any
 
-from evaluators.base import EvalInputs, register_metric
-from evaluators.common import Regex, decomposable_result, reference_strings, require_references
+from posteval.evaluators.base import EvalInputs, register_metric
+from posteval.evaluators.common import Regex, decomposable_result, reference_strings, require_references
 from posteval.results import MetricResult
 
 _PUNCT = str.maketrans("", "", string.punctuation)

@@ -21,9 +21,9 @@ from prefect.client.schemas.objects import StateType
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.runtime import flow_run
 
-from flows.post_training import evaluate_checkpoint
 from posteval import nightly as night
 from posteval.errors import GateFailed, InputError, PostevalError
+from posteval.flows.post_training import evaluate_checkpoint
 from posteval.suite import load_suite
 
 FLOW_NAME = "posteval-nightly"

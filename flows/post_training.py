@@ -14,12 +14,12 @@ from posteval.checkpoint import CheckpointInfo
 from posteval.errors import GateFailed, short_error
 from posteval.pipeline import check_task_runner, heartbeat
 from posteval.suite import Suite
-from tasks.gate import gate_task
-from tasks.health import forgetting_task, overfitting_task
-from tasks.model import run_models
-from tasks.resolve import load_dataset_task, load_suite_task, resolve_checkpoint_task
-from tasks.runs import mark_failed_task, persist_task, register_run_task
-from tasks.score import score_task
+from posteval.tasks.gate import gate_task
+from posteval.tasks.health import forgetting_task, overfitting_task
+from posteval.tasks.model import run_models
+from posteval.tasks.resolve import load_dataset_task, load_suite_task, resolve_checkpoint_task
+from posteval.tasks.runs import mark_failed_task, persist_task, register_run_task
+from posteval.tasks.score import score_task
 
 
 @flow(name="post-training-evaluation", log_prints=False)

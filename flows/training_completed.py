@@ -18,8 +18,8 @@ from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
 
-from flows.post_training import evaluate_checkpoint
 from posteval.automation import require_fields, wait_for_checkpoint
+from posteval.flows.post_training import evaluate_checkpoint
 
 POLL_S = 2.0
 

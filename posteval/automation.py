@@ -1,8 +1,7 @@
-"""Evaluation without a person: the training-completed event, waiting for a checkpoint folder to be
-complete, and the two deployments (the event-triggered one and the nightly one) served from one process.
+"""Evaluation without a person: the training-completed event and waiting for a checkpoint folder to be
+complete. The deployments that answer the event live with the flows (posteval.flows.deployments).
 
-Prefect is imported only inside the functions that talk to it (the event, the deployments), so the core
-still imports without it; the flows themselves are imported lazily, as in the CLI.
+Prefect is imported only inside the function that sends the event, so the core still imports without it.
 """
 
 from __future__ import annotations
@@ -12,16 +11,11 @@ import logging
 import os
 import re
 import time
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
 
 from posteval.checkpoint import INDEX_FILES, OPENAI_PREFIX, content_files, default_model_name
 from posteval.errors import CheckpointError, InputError, PostevalError
-
-if TYPE_CHECKING:
-    from prefect.deployments.runner import RunnerDeployment
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +33,6 @@ PAYLOAD_FIELDS = {
 TRIGGER_PARAMETERS = {name: f"{{{{ event.payload.{name} | default(none) }}}}" for name in PAYLOAD_FIELDS}
 WAIT_ENV = "POSTEVAL_CHECKPOINT_WAIT_S"
 DEFAULT_WAIT_S = 600.0
-EVENT_DEPLOYMENT = "on-training-completed"
-NIGHTLY_DEPLOYMENT = "nightly"
 
 
 # --- the event ---------------------------------------------------------------------------------------
@@ -212,88 +204,3 @@ def wait_for_checkpoint(
             )
         log.info("waiting for checkpoint %s: %s", folder, reason)
         time.sleep(min(poll_s, max(deadline - now, 0.05)))
-
-
-# --- deployments -------------------------------------------------------------------------------------
-
-
-def deployments(
-    suites: Sequence[str] = (),
-    *,
-    cron: str = "0 2 * * *",
-    timezone: str = "UTC",
-    task_runner: str = "default",
-    dask_address: str | None = None,
-) -> list[RunnerDeployment]:
-    """The event-triggered post-training deployment and, given suites, the nightly cron deployment.
-
-    ``task_runner`` and ``dask_address`` become both deployments' default parameters. The database URL
-    never does: parameters are stored and shown by the Prefect server, and a URL may hold a password, so
-    flow runs read POSTEVAL_DATABASE_URL from the worker's environment.
-    """
-    from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
-    from prefect.schedules import Cron
-
-    from flows.nightly import nightly
-    from flows.training_completed import on_training_completed
-
-    trigger = DeploymentEventTrigger(
-        name="posteval: evaluate a trained checkpoint",
-        expect={EVENT},
-        match={"prefect.resource.id": f"{RESOURCE_PREFIX}*"},
-        parameters=dict(TRIGGER_PARAMETERS),
-    )
-    given = {"task_runner": task_runner, "dask_address": dask_address}
-    defaults = {name: value for name, value in given.items() if value not in (None, "default")}
-    # to_deployment returns the deployment itself when called outside an event loop, as here.
-    built = [on_training_completed.to_deployment(EVENT_DEPLOYMENT, triggers=[trigger], parameters=defaults)]
-    if suites:
-        parameters = {"suites": [str(Path(s).resolve()) for s in suites], **defaults}
-        schedule = Cron(cron, timezone=timezone)
-        built.append(nightly.to_deployment(NIGHTLY_DEPLOYMENT, schedule=schedule, parameters=parameters))
-    return cast("list[RunnerDeployment]", built)
-
-
-def prepare_serving(
-    suites: Sequence[str] = (),
-    *,
-    database_url: str | None = None,
-    task_runner: str = "default",
-    dask_address: str | None = None,
-) -> None:
-    """What serving needs, checked before it starts: a Prefect server, valid suites and task runner, the
-    database schema at head."""
-    from posteval.db.migrate import upgrade
-    from posteval.pipeline import check_task_runner
-    from posteval.suite import load_suite
-
-    prefect_api_url()
-    check_task_runner(task_runner, dask_address)
-    for suite in suites:
-        load_suite(suite)
-    upgrade(database_url)
-
-
-def serve(
-    suites: Sequence[str] = (),
-    *,
-    cron: str = "0 2 * * *",
-    timezone: str = "UTC",
-    limit: int | None = 1,
-    task_runner: str = "default",
-    dask_address: str | None = None,
-) -> None:
-    """Serve the deployments from this process until it is stopped (call :func:`prepare_serving` first).
-
-    ``limit`` flow runs at a time (default one: a single machine usually has one accelerator).
-    """
-    from prefect import serve as prefect_serve
-
-    built = deployments(
-        suites,
-        cron=cron,
-        timezone=timezone,
-        task_runner=task_runner,
-        dask_address=dask_address,
-    )
-    prefect_serve(*built, limit=limit, print_starting_message=False)

@@ -101,7 +101,7 @@ def _corpus(
     n_resamples: int,
     seed: int,
 ) -> PairedResult:
-    from evaluators.base import aggregate  # the aggregators live with the metrics
+    from posteval.evaluators.base import aggregate  # the aggregators live with the metrics
 
     spec = dict(after.aggregation or {})
     widths = {len(before.stats[k]) for k in keys} | {len(after.stats[k]) for k in keys}

@@ -16,8 +16,8 @@ import pydantic
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from evaluators import BoundMetric, resolve_metric
 from posteval.errors import MetricError, SuiteError
+from posteval.evaluators import BoundMetric, resolve_metric
 from posteval.forgetting import ForgettingOptions
 from posteval.hashing import sha256_json
 from posteval.health import HealthOptions

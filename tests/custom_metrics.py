@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from evaluators import EvalInputs, register_metric
-from evaluators.common import decomposable_result, require_references
+from posteval.evaluators import EvalInputs, register_metric
+from posteval.evaluators.common import decomposable_result, require_references
 from posteval.results import MetricResult
 
 

@@ -130,7 +130,6 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         "POSTEVAL_HOME": str(folder / "posteval"),
         "POSTEVAL_DATABASE_URL": f"sqlite:///{folder / 'posteval.db'}",
         "POSTEVAL_CHECKPOINT_WAIT_S": str(WAIT_S),
-        "PYTHONPATH": str(ROOT),
         "PREFECT_RUNNER_POLL_FREQUENCY": "1",  # pick up triggered runs at once, not within 10 s
     }
     logs = folder / "logs.txt"
@@ -315,7 +314,7 @@ def test_a_missing_required_field_is_named(checkpoint: str | None, suite: str, m
 
 def test_trigger_without_a_prefect_server_is_one_line_and_exit_2(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    env |= {"PREFECT_HOME": str(tmp_path), "PYTHONPATH": str(ROOT)}
+    env |= {"PREFECT_HOME": str(tmp_path)}
     result = subprocess.run(
         [*_command("trigger"), str(tmp_path / "ckpt"), "--suite", "s.yaml"],
         env=env,

@@ -166,7 +166,7 @@ def test_damaged_checkpoints_are_refused_before_a_row(
 
 
 def test_the_flow_s_resolve_task_runs_the_same_checks(tmp_path: Path, base_checkpoint: Path) -> None:
-    from tasks.resolve import resolve_checkpoint_task
+    from posteval.tasks.resolve import resolve_checkpoint_task
 
     model = _copy(base_checkpoint, tmp_path)
     (model / "model.safetensors").write_bytes(b"")

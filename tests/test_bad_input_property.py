@@ -28,8 +28,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner, Result
 
-from evaluators import known_metrics
 from posteval.cli import app
+from posteval.evaluators import known_metrics
 from posteval.settings import get_settings
 from posteval.suite import DatasetSpec, Suite
 

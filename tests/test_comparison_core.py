@@ -11,10 +11,10 @@ import pytest
 import sacrebleu
 from sklearn.metrics import f1_score, precision_recall_fscore_support
 
-from evaluators import EvalInputs, resolve_metric
-from evaluators.base import aggregate
-from evaluators.classification import label_set_stats
 from posteval.compare import Comparison, MetricComparison, _notes, _setting_differences
+from posteval.evaluators import EvalInputs, resolve_metric
+from posteval.evaluators.base import aggregate
+from posteval.evaluators.classification import label_set_stats
 from posteval.paired import MetricSample, compare_samples
 from posteval.stats import bootstrap_pvalue, paired_bootstrap, resample_indices
 
@@ -184,7 +184,7 @@ def test_terminal_table_html_and_artifact_render_missing_values() -> None:
 
     from posteval.render import comparison_table
     from posteval.report import _comparison
-    from tasks.gate import ARTIFACT_COLUMNS
+    from posteval.tasks.gate import ARTIFACT_COLUMNS
 
     row = MetricComparison("d", "bleu", True, None, 3.0, None, None, None, None, "none", 0, regression=True)
     comparison = Comparison("a" * 12, "b" * 12, [row])

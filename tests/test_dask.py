@@ -12,10 +12,10 @@ import pytest
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
-from flows.post_training import evaluate_checkpoint
 from posteval.db.migrate import upgrade
 from posteval.db.models import Dataset, ExampleScore, Metric, Prediction
 from posteval.errors import InputError
+from posteval.flows.post_training import evaluate_checkpoint
 from posteval.pipeline import shard_range
 from tests.helpers import HELDOUT, heldout_rows, write_jsonl
 

@@ -8,8 +8,8 @@ import pytest
 from sqlalchemy import create_engine, func, select
 from sqlalchemy.orm import Session
 
-from flows.post_training import evaluate_checkpoint
 from posteval.db.models import Checkpoint, Dataset, EvalRun, ExampleScore, Metric, Prediction
+from posteval.flows.post_training import evaluate_checkpoint
 from posteval.runners.hf import HFRunner
 from tests.helpers import PROMPT, heldout_rows, plain_greedy, write_jsonl
 

@@ -76,7 +76,7 @@ def test_no_general_results_is_unknown() -> None:
 
 
 def _perplexity(nll_per_token: list[float], tokens: list[int]) -> MetricResult:
-    from evaluators import EvalInputs, resolve_metric
+    from posteval.evaluators import EvalInputs, resolve_metric
 
     inputs = EvalInputs(
         predictions=[""] * len(tokens),

@@ -13,11 +13,11 @@ from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
-from flows.post_training import evaluate_checkpoint
 from posteval.cli import app
 from posteval.compare import compare_runs
 from posteval.db.models import EvalRun
 from posteval.errors import GateFailed
+from posteval.flows.post_training import evaluate_checkpoint
 from posteval.settings import get_settings
 from tests.helpers import heldout_rows, write_jsonl
 

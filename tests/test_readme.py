@@ -68,3 +68,11 @@ def test_readme_python_api_runs_as_written(prefect_harness: None, readme_folder:
     assert {"accuracy", "f1", "perplexity", "bits_per_byte"} <= set(metrics["name"])
     history = posteval.history("accuracy", model="ft-1", dataset="contract-type")
     assert list(history["run_id"]) == [run_id]
+
+
+def test_readme_custom_metric_block_is_the_tested_custom_metric() -> None:
+    """The README's custom metric is the one tests/custom_metrics.py registers, imported from posteval."""
+    block = _block("Your own metric:", "python")
+    assert "from posteval.evaluators import EvalInputs, register_metric" in block
+    tested = (ROOT / "tests" / "custom_metrics.py").read_text()
+    assert block.split("\n", 1)[1] == tested[tested.index("from posteval.evaluators") :]

@@ -12,13 +12,13 @@ from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
-from flows.post_training import evaluate_checkpoint
 from posteval import queries
 from posteval.baseline import baseline_for, set_baseline
 from posteval.cli import app
 from posteval.compare import compare_runs
 from posteval.db.models import EvalRun
 from posteval.errors import GateFailed, InputError
+from posteval.flows.post_training import evaluate_checkpoint
 from posteval.settings import get_settings
 from posteval.suite import Gate
 from tests.helpers import heldout_rows, write_jsonl

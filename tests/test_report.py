@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import delete, select, update
 
-from flows.post_training import evaluate_checkpoint
 from posteval import queries
 from posteval.baseline import set_baseline
 from posteval.compare import compare_runs
 from posteval.db.engine import session_scope
 from posteval.db.models import Baseline, Prediction, RunDetail
+from posteval.flows.post_training import evaluate_checkpoint
 from posteval.report import FLIPS, write_report
 from tests.helpers import heldout_rows, write_jsonl
 

@@ -229,7 +229,7 @@ def test_an_edited_dataset_is_loaded_again_in_the_same_process(tmp_path: Path) -
 
 
 def test_deployments_never_carry_the_database_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from posteval.automation import deployments
+    from posteval.flows.deployments import deployments
 
     suite = _suite(tmp_path)
     monkeypatch.setenv("POSTEVAL_DATABASE_URL", "postgresql+psycopg://user:secret@db/posteval")

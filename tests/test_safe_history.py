@@ -138,7 +138,7 @@ def test_a_retried_claim_with_the_same_token_succeeds(db_url: str, run_id: str) 
 
 
 def test_a_holder_whose_process_is_gone_is_taken_over_at_once(db_url: str, run_id: str) -> None:
-    from posteval.pipeline import _holder_gone
+    from posteval.pipeline.registration import _holder_gone
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()

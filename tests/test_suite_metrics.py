@@ -8,9 +8,9 @@ import pytest
 from sqlalchemy import create_engine, func, select
 from sqlalchemy.orm import Session
 
-from flows.post_training import evaluate_checkpoint
 from posteval.db.models import EvalRun
 from posteval.errors import CheckpointError, SuiteError
+from posteval.flows.post_training import evaluate_checkpoint
 from posteval.runners.hf import HFRunner
 from posteval.suite import load_suite
 

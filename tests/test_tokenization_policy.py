@@ -264,7 +264,8 @@ class _ZeroTokenRunner:
 
 
 def test_a_choice_scored_over_zero_tokens_is_an_error_naming_the_example(setup: Path) -> None:
-    from posteval.pipeline import _choice_rows, load
+    from posteval.pipeline.datasets import load
+    from posteval.pipeline.outputs import _choice_rows
 
     suite = load_suite(setup / "suite.yaml").suite
     loaded = load(suite.datasets[0])
@@ -273,7 +274,7 @@ def test_a_choice_scored_over_zero_tokens_is_an_error_naming_the_example(setup: 
 
 
 def test_accuracy_norm_divides_by_the_choice_byte_length() -> None:
-    from evaluators import EvalInputs, resolve_metric
+    from posteval.evaluators import EvalInputs, resolve_metric
 
     # "a" is likelier in total (-2 > -4), "日本" per byte (-4 / 6 bytes > -2 / 1 byte).
     inputs = EvalInputs(
@@ -287,7 +288,8 @@ def test_accuracy_norm_divides_by_the_choice_byte_length() -> None:
 def test_a_choice_straddled_by_a_served_token_is_an_error_not_a_free_win(
     served: OpenAIServer, tmp_path: Path
 ) -> None:
-    from posteval.pipeline import _choice_rows, load
+    from posteval.pipeline.datasets import load
+    from posteval.pipeline.outputs import _choice_rows
     from posteval.runners.openai import OpenAIRunner
 
     write_jsonl(tmp_path / "items.jsonl", _rows()[:2])

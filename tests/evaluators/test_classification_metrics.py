@@ -14,10 +14,10 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
-from evaluators import EvalInputs, resolve_metric
-from evaluators.classification import INVALID, extract_label, label_set_stats, prf_from_label_sums
-from evaluators.labels import labelled
 from posteval.errors import MetricError
+from posteval.evaluators import EvalInputs, resolve_metric
+from posteval.evaluators.classification import INVALID, extract_label, label_set_stats, prf_from_label_sums
+from posteval.evaluators.labels import labelled
 from posteval.stats import bootstrap_sums, percentile_interval, resample_indices
 
 LABELS = ["positive", "negative", "neutral"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from evaluators import EvalInputs, resolve_metric
+from posteval.evaluators import EvalInputs, resolve_metric
 
 
 def scores(options: dict, predictions: list[str], references: list) -> list[float] | None:

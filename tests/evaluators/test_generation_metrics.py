@@ -10,7 +10,7 @@ import sacrebleu
 from rouge_score import rouge_scorer
 from sacrebleu.metrics import BLEU, CHRF
 
-from evaluators import EvalInputs, resolve_metric
+from posteval.evaluators import EvalInputs, resolve_metric
 from posteval.stats import percentile_interval, resample_indices
 
 FIXTURES = {

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from evaluators import EvalInputs, resolve_metric
+from posteval.evaluators import EvalInputs, resolve_metric
 
 LABELS = ["yes", "no", "maybe"]
 WORDS = ["the", "cat", "sat", "on", "a", "mat", "über", "naïve", "東京", "run", "ran", "!", "42"]

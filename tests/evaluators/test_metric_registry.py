@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from evaluators import EvalInputs, get_metric, known_metrics, resolve_metric
 from posteval.errors import MetricError
+from posteval.evaluators import EvalInputs, get_metric, known_metrics, resolve_metric
 
 BUILTIN = {
     "accuracy", "precision", "recall", "f1", "per_class", "confusion_matrix", "classification_report",

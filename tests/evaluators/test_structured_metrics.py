@@ -8,9 +8,9 @@ import math
 import jsonschema
 import pytest
 
-from evaluators import EvalInputs, resolve_metric
-from evaluators.structured import parse_json, same_json
 from posteval.errors import MetricError
+from posteval.evaluators import EvalInputs, resolve_metric
+from posteval.evaluators.structured import parse_json, same_json
 
 SCHEMA = {
     "type": "object",

@@ -1,7 +1,4 @@
-"""The `posteval trigger` and `posteval serve` commands, as plain functions that posteval.cli registers.
-
-posteval.cli is imported inside the commands (it imports this module to register them).
-"""
+"""`posteval trigger` (emit the training-completed event) and `posteval serve` (the deployments)."""
 
 from __future__ import annotations
 
@@ -11,15 +8,8 @@ from typing import Annotated
 import typer
 
 from posteval import automation
-
-TaskRunnerOpt = Annotated[
-    str,
-    typer.Option(help="default (one process) or dask (shard each dataset's model work over a Dask cluster)."),
-]
-DaskAddressOpt = Annotated[
-    str | None,
-    typer.Option(help="The Dask scheduler, e.g. tcp://10.0.0.5:8786 (default: a temporary local cluster)."),
-]
+from posteval.cli.common import DaskAddressOpt, TaskRunnerOpt, VerboseOpt, guard, quiet
+from posteval.render import console
 
 
 def trigger(
@@ -39,13 +29,11 @@ def trigger(
     ] = None,
 ) -> None:
     """Emit posteval.training.completed for CHECKPOINT, as the TrainerCallback does after training."""
-    from posteval.cli import _guard, _quiet, console
-
-    _quiet(False)
+    quiet(False)
     event = automation.training_completed(
         checkpoint, suite, model_name=model_name, step=step, base_model=base
     )
-    event_id = _guard(lambda: automation.emit_training_completed(event, api_url=api_url))
+    event_id = guard(lambda: automation.emit_training_completed(event, api_url=api_url))
     console.print(f"emitted {automation.EVENT} for {event.checkpoint} (event {event_id})", highlight=False)
 
 
@@ -59,23 +47,21 @@ def serve(
     limit: Annotated[int, typer.Option(help="Flow runs at a time on this machine.")] = 1,
     task_runner: TaskRunnerOpt = "default",
     dask_address: DaskAddressOpt = None,
-    verbose: Annotated[
-        bool, typer.Option("--verbose", "-v", help="Show Prefect's and posteval's logs.")
-    ] = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Serve the post-training (event) and nightly (cron) deployments from this process until stopped.
 
     Without --suite only the event deployment is served: the nightly run needs the suites to run.
     """
-    from posteval.cli import _guard, _quiet, console
+    quiet(verbose)
+    from posteval.flows import deployments
 
-    _quiet(verbose)
     suites = [str(path) for path in suite or []]
-    _guard(lambda: automation.prepare_serving(suites, task_runner=task_runner, dask_address=dask_address))
-    nightly = f" and {automation.NIGHTLY_DEPLOYMENT} ({cron}, {timezone})" if suites else ""
-    console.print(f"serving {automation.EVENT_DEPLOYMENT}{nightly}; stop with Ctrl+C", highlight=False)
-    _guard(
-        lambda: automation.serve(
+    guard(lambda: deployments.prepare_serving(suites, task_runner=task_runner, dask_address=dask_address))
+    nightly = f" and {deployments.NIGHTLY_DEPLOYMENT} ({cron}, {timezone})" if suites else ""
+    console.print(f"serving {deployments.EVENT_DEPLOYMENT}{nightly}; stop with Ctrl+C", highlight=False)
+    guard(
+        lambda: deployments.serve(
             suites,
             cron=cron,
             timezone=timezone,

@@ -1,0 +1,49 @@
+"""The face: the `posteval` command (Typer), one module per group of commands.
+
+Owns argument parsing, one-line errors with exit codes (common.guard) and terminal output. It is the only
+part of posteval/ that may import posteval.flows (lazily, inside a command, so listings never start
+Prefect); it may import every other layer.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from posteval.cli import history
+from posteval.cli.automation import serve, trigger
+from posteval.cli.evaluate import demo, evaluate, run_evaluation
+from posteval.render import print_run
+
+__all__ = ["app", "main", "print_run", "run_evaluation"]
+
+app = typer.Typer(
+    help="Evaluate fine-tuned checkpoints, keep every result, catch regressions.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+runs_app = typer.Typer(help="Past runs.", no_args_is_help=True)
+db_app = typer.Typer(help="The database.", no_args_is_help=True)
+baseline_app = typer.Typer(help="Pinned baselines for the regression gate.", no_args_is_help=True)
+
+app.command()(evaluate)
+app.add_typer(runs_app, name="runs")
+runs_app.command("reset")(history.runs_reset)
+runs_app.command("list")(history.runs_list)
+runs_app.command("show")(history.runs_show)
+runs_app.command("loss-curve")(history.runs_loss_curve)
+app.command()(history.compare)
+app.command()(history.report)
+app.command("history")(history.history_command)
+app.add_typer(baseline_app, name="baseline")
+baseline_app.command("set")(history.baseline_set)
+baseline_app.command("list")(history.baseline_list)
+app.add_typer(db_app, name="db")
+db_app.command("upgrade")(history.db_upgrade)
+app.command()(demo)
+app.command()(trigger)
+app.command()(serve)
+
+
+def main() -> None:  # pragma: no cover - console entry point alias
+    """Entry point for ``python -m posteval.cli``."""
+    app(prog_name="posteval")

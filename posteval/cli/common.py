@@ -1,0 +1,83 @@
+"""What every command shares: the option types, quiet logging, and the guard that turns a PostevalError into
+one line and its exit code (2 bad input, 3 runtime failure), never a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.markup import escape
+
+from posteval.errors import GateFailed, PostevalError, short_error
+from posteval.output import Format
+from posteval.render import err_console
+
+FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="table, json or csv")]
+SinceOpt = Annotated[
+    str | None, typer.Option(help="Only runs since a date (2026-11-01) or a duration ago (7d, 12h, 30m).")
+]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's and posteval's logs.")]
+TaskRunnerOpt = Annotated[
+    str,
+    typer.Option(help="default (one process) or dask (shard each dataset's model work over a Dask cluster)."),
+]
+DaskAddressOpt = Annotated[
+    str | None,
+    typer.Option(help="The Dask scheduler, e.g. tcp://10.0.0.5:8786 (default: a temporary local cluster)."),
+]
+
+
+def quiet(verbose: bool) -> None:
+    """Keep Prefect's and the libraries' log lines out of the way unless asked for."""
+    level = "INFO" if verbose else "CRITICAL"  # failures are reported once, by posteval
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", level)
+    os.environ.setdefault("PREFECT_LOGGING_LOGGERS_PREFECT_LEVEL", level)
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "info" if verbose else "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    if not verbose:  # a failed task is reported once, by us, not with Prefect's traceback
+        for name in ("prefect", "docket", "uvicorn", "httpx"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+class RuntimeFailure(PostevalError):
+    """An unexpected error, reported as a runtime failure (exit 3)."""
+
+
+def fail(exc: PostevalError) -> NoReturn:
+    err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+    raise typer.Exit(exc.exit_code)
+
+
+def guard(fn: Callable[[], Any]) -> Any:
+    """Run ``fn``; a PostevalError becomes one message and its exit code, never a traceback.
+
+    GateFailed passes through: the caller shows the stored run before exiting 1.
+    """
+    try:
+        return fn()
+    except GateFailed:
+        raise
+    except PostevalError as exc:
+        fail(exc)
+    except (typer.Exit, typer.Abort, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # a bug or an environment problem: one line and exit 3, never exit 1
+        logging.getLogger("posteval").info("unexpected error", exc_info=True)  # shown with --verbose
+        fail(RuntimeFailure(f"{short_error(exc)} (run with --verbose for details)"))
+
+
+def with_schema(fn: Callable[[], Any]) -> Any:
+    """``fn()`` after bringing the database to head (a new database lists nothing; it is no error)."""
+    from posteval.db.migrate import upgrade
+
+    upgrade()
+    return fn()

@@ -1,0 +1,148 @@
+"""`posteval evaluate` (resolve the inputs before Prefect starts, then run the post-training flow) and
+`posteval demo`, which evaluates the same way."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from posteval import progress, queries
+from posteval.cli.common import DaskAddressOpt, FormatOpt, TaskRunnerOpt, VerboseOpt, guard, quiet
+from posteval.errors import GateFailed
+from posteval.output import Format
+from posteval.render import RichProgress, console, err_console, print_run, progress_bar
+
+
+def run_evaluation(
+    checkpoint: str,
+    suite: str,
+    *,
+    trigger: str = "manual",
+    model_name: str | None = None,
+    force: bool = False,
+    database_url: str | None = None,
+    adapter_base: str | None = None,
+    task_runner: str = "default",
+    dask_address: str | None = None,
+) -> str:
+    """Check the inputs, bring the database to head, run the post-training flow; returns the run id.
+
+    Bad input is found here, before Prefect starts, so it costs a second and prints one line.
+    """
+    from posteval.checkpoint import resolve_checkpoint
+    from posteval.db.migrate import upgrade
+    from posteval.pipeline import check_task_runner, prepare_dataset
+    from posteval.preflight import preflight
+    from posteval.suite import load_suite
+
+    check_task_runner(task_runner, dask_address)
+    preflight(resolve_checkpoint(checkpoint, model_name=model_name, base_path=adapter_base))
+    loaded = load_suite(suite).suite
+    if loaded.base_model:
+        preflight(resolve_checkpoint(loaded.base_model))
+    for spec in loaded.all_datasets():
+        prepare_dataset(spec)
+    upgrade(database_url)
+    from posteval.cli.interrupts import detach_prefect_server
+
+    detach_prefect_server()
+    from posteval.flows.post_training import evaluate_checkpoint
+
+    with progress_bar() as bar:
+        progress.set_sink(RichProgress(bar))
+        try:
+            return evaluate_checkpoint(
+                checkpoint=checkpoint,
+                suite=suite,
+                trigger=trigger,
+                model_name=model_name,
+                force=force,
+                database_url=database_url,
+                adapter_base=adapter_base,
+                task_runner=task_runner,
+                dask_address=dask_address,
+            )
+        finally:
+            progress.set_sink(None)
+
+
+def evaluate(
+    checkpoint: Annotated[
+        str,
+        typer.Argument(
+            help="A transformers checkpoint folder, a PEFT adapter folder, or a served model "
+            "openai:MODEL@http://host:port/v1."
+        ),
+    ],
+    suite: Annotated[Path, typer.Option("--suite", "-s", help="The suite YAML file.")],
+    model_name: Annotated[
+        str | None, typer.Option("--model", help="Model name (default: the folder's).")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Make a new run even if this content was evaluated.")] = False,
+    base: Annotated[
+        str | None,
+        typer.Option("--base", help="An adapter's base model (default: from adapter_config.json)."),
+    ] = None,
+    task_runner: TaskRunnerOpt = "default",
+    dask_address: DaskAddressOpt = None,
+    fmt: FormatOpt = Format.table,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Evaluate CHECKPOINT on a suite; exit 0 ok, 1 regression gate failed, 2 bad input, 3 runtime error
+    (130 after Ctrl-C, 143 after SIGTERM: the run is marked failed, "interrupted")."""
+    quiet(verbose)
+    from posteval.cli.interrupts import exit_code, graceful_signals
+
+    try:
+        with graceful_signals():
+            run_id = guard(
+                lambda: run_evaluation(
+                    checkpoint,
+                    str(suite),
+                    model_name=model_name,
+                    force=force,
+                    adapter_base=base,
+                    task_runner=task_runner,
+                    dask_address=dask_address,
+                )
+            )
+    except KeyboardInterrupt as interrupt:
+        _interrupted(interrupt)
+        raise typer.Exit(exit_code(interrupt)) from None
+    except GateFailed as failed:  # the run is stored: show it, then exit 1
+        failed_run = failed.run_id
+        guard(lambda: print_run(failed_run, fmt))
+        raise typer.Exit(failed.exit_code) from None
+    guard(lambda: print_run(run_id, fmt))
+
+
+def _interrupted(interrupt: KeyboardInterrupt) -> None:
+    """One line: what stopped the evaluation and which run this process marked failed."""
+    from posteval.cli.interrupts import Terminated
+
+    what = "SIGTERM" if isinstance(interrupt, Terminated) else "Ctrl-C"
+    try:
+        run_id = queries.interrupted_run()
+    except Exception:  # the database itself may be what is gone
+        run_id = None
+    done = (
+        f"run {run_id[:12]} marked failed (interrupted); evaluate again to resume from its stored outputs"
+        if run_id
+        else "no run was marked (it had not started)"
+    )
+    err_console.print(f"[bold red]interrupted[/] by {what}: {done}", highlight=False, soft_wrap=True)
+
+
+def demo(
+    workdir: Annotated[
+        Path | None, typer.Option(help="Where models are built (default POSTEVAL_HOME/demo).")
+    ] = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Build a tiny model, fine-tune it, evaluate it into the default database, show the results."""
+    quiet(verbose)
+    from posteval.demo import run_demo
+
+    guard(lambda: run_demo(workdir, console=console, evaluate=run_evaluation, show=print_run))

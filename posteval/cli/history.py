@@ -1,0 +1,214 @@
+"""The commands that read the database: runs (list, show, reset, loss-curve), compare, report, history,
+baseline (set, list) and db upgrade.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import pandas as pd
+import typer
+
+from posteval import queries
+from posteval.cli.checks import check_limit, check_status, parse_since, writable_file
+from posteval.cli.common import FormatOpt, SinceOpt, guard, quiet, with_schema
+from posteval.errors import InputError
+from posteval.output import Format, emit
+from posteval.render import comparison_table, console, err_console, print_run
+
+
+def runs_reset(
+    run: Annotated[str, typer.Argument(help="A run id or a unique prefix of at least 4 characters.")],
+) -> None:
+    """Mark a stuck pending or running run failed, so the next evaluation claims and resumes it."""
+    quiet(False)
+
+    def reset() -> tuple[str, str]:
+        from posteval.db import repo
+        from posteval.db.engine import session_scope
+
+        run_id = queries.resolve_run_id(run)
+        with session_scope() as session:
+            return run_id, repo.reset_run(session, run_id, "reset by operator (posteval runs reset)")
+
+    run_id, previous = guard(lambda: with_schema(reset))
+    if previous in ("pending", "running"):
+        console.print(
+            f"run {run_id[:12]}: {previous} -> failed; the next evaluation resumes it", highlight=False
+        )
+    else:
+        console.print(f"run {run_id[:12]} is {previous}: nothing to reset", highlight=False)
+
+
+def runs_list(
+    model: Annotated[str | None, typer.Option(help="Only this model.")] = None,
+    suite: Annotated[str | None, typer.Option(help="Only this suite name.")] = None,
+    status: Annotated[str | None, typer.Option(help="pending, running, succeeded or failed.")] = None,
+    since: SinceOpt = None,
+    limit: Annotated[int, typer.Option(help="At most this many runs, newest first.")] = 50,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """List past runs, newest first."""
+    quiet(False)
+    status, after, limit = guard(lambda: (check_status(status), parse_since(since), check_limit(limit)))
+    frame = guard(
+        lambda: with_schema(
+            lambda: queries.runs(model=model, suite=suite, status=status, since=after, limit=limit)
+        )
+    )
+    if fmt is not Format.table:
+        emit(frame, fmt, console)
+        return
+    compact = pd.DataFrame(
+        {
+            "run": frame["run_id"].str[:12],
+            "model": frame["model"],
+            "step": frame["step"].map(lambda v: "-" if pd.isna(v) else str(int(v))),
+            "suite": frame["suite"],
+            "trigger": frame["trigger"],
+            "status": frame["status"],
+            "created": pd.to_datetime(frame["created_at"]).dt.strftime("%Y-%m-%d %H:%M"),
+        }
+    )
+    emit(compact, fmt, console, title="runs")
+
+
+def runs_show(
+    run: Annotated[str, typer.Argument(help="A run id or a unique prefix of at least 4 characters.")],
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """One run: its summary and its metrics."""
+    quiet(False)
+    guard(lambda: with_schema(lambda: print_run(queries.resolve_run_id(run), fmt)))
+
+
+def runs_loss_curve(
+    run: Annotated[str, typer.Argument(help="A run id or a unique prefix of at least 4 characters.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the PNG.")] = Path("loss.png"),
+) -> None:
+    """Draw the run's checkpoint's train and validation loss curve as a PNG."""
+    quiet(False)
+    guard(lambda: writable_file(out, "--out"))
+
+    def draw() -> Path:
+        run_id = queries.resolve_run_id(run)
+        summary = queries.run_summary(run_id)
+        curve = queries.loss_curve(int(summary["checkpoint_id"]))  # type: ignore[call-overload]
+        if curve.empty:
+            raise InputError(f"run {run_id[:12]}: its checkpoint has no stored loss history")
+        from posteval.plots import loss_curve_png
+
+        return loss_curve_png(curve, out, title=f"{summary['model']} (step {summary['step']})")
+
+    console.print(f"loss curve written to {guard(lambda: with_schema(draw))}", highlight=False)
+
+
+def compare(
+    baseline: Annotated[str, typer.Argument(help="The baseline run (id or prefix).")],
+    candidate: Annotated[str, typer.Argument(help="The candidate run (id or prefix).")],
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Compare two runs of one suite metric by metric: delta, its CI, a paired test, flipped examples."""
+    quiet(False)
+    from posteval.compare import compare_runs
+
+    def run() -> Any:
+        base_id, cand_id = queries.resolve_run_id(baseline), queries.resolve_run_id(candidate)
+        return compare_runs(base_id, cand_id)
+
+    comparison = guard(lambda: with_schema(run))
+    frame = comparison.to_frame()
+    if fmt is not Format.table:
+        emit(frame, fmt, console)
+        return
+    console.print(comparison_table(comparison))
+
+
+def report(
+    run: Annotated[str, typer.Argument(help="A run id or a unique prefix of at least 4 characters.")],
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="The HTML file (default: posteval-report-<run12>.html)."),
+    ] = None,
+) -> None:
+    """Write a run's report: one self-contained HTML file (metrics, baseline comparison, health, examples)."""
+    quiet(False)
+    if out is not None:
+        guard(lambda: writable_file(out, "--out"))
+    from posteval.report import write_report
+
+    def write() -> Path:
+        run_id = queries.resolve_run_id(run)
+        return write_report(run_id, out or Path(f"posteval-report-{run_id[:12]}.html"))
+
+    console.print(f"report written to {guard(lambda: with_schema(write))}", highlight=False)
+
+
+def history_command(
+    metric: Annotated[str, typer.Argument(help="A stored metric name, e.g. accuracy or f1_macro.")],
+    model: Annotated[str, typer.Option("--model", "-m", help="The model (checkpoints' model name).")],
+    dataset: Annotated[str | None, typer.Option(help="Only this dataset.")] = None,
+    suite: Annotated[str | None, typer.Option(help="Only this suite.")] = None,
+    since: SinceOpt = None,
+    plot: Annotated[Path | None, typer.Option(help="Also draw the trend as a PNG here.")] = None,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """A metric of a model across its runs, in training order; optionally a PNG trend plot."""
+    quiet(False)
+    if plot is not None:
+        guard(lambda: writable_file(plot, "--plot"))
+    after = guard(lambda: parse_since(since))
+    frame = guard(
+        lambda: with_schema(
+            lambda: queries.metric_history(metric, model=model, dataset=dataset, suite=suite, since=after)
+        )
+    )
+    emit(frame, fmt, console, title=f"{metric} of {model}")
+    if plot is not None:
+        from posteval.plots import metric_trend_png
+
+        def draw() -> None:
+            try:
+                metric_trend_png(frame, plot, title=f"{metric} of {model}")
+            except OSError as exc:
+                raise InputError(f"--plot {plot}: cannot write it: {exc.strerror or exc}") from exc
+
+        guard(draw)
+        err_console.print(f"trend plot written to {plot}", highlight=False)
+
+
+def baseline_set(
+    model: Annotated[str, typer.Argument(help="The model name.")],
+    suite: Annotated[str, typer.Option("--suite", "-s", help="The suite name.")],
+    run: Annotated[str | None, typer.Option(help="Pin this run (id or prefix).")] = None,
+    checkpoint: Annotated[Path | None, typer.Option(help="Pin this evaluated checkpoint folder.")] = None,
+) -> None:
+    """Pin the baseline new runs of MODEL on SUITE are compared with."""
+    quiet(False)
+    from posteval.baseline import set_baseline
+
+    def pin() -> None:
+        run_id = queries.resolve_run_id(run) if run else None
+        path = str(checkpoint.resolve()) if checkpoint else None
+        set_baseline(model, suite, run_id=run_id, checkpoint_path=path)
+
+    guard(lambda: with_schema(pin))
+    console.print(f"baseline of {model} on {suite} pinned to {run or checkpoint}", highlight=False)
+
+
+def baseline_list(fmt: FormatOpt = Format.table) -> None:
+    """The pinned baselines."""
+    quiet(False)
+    from posteval.baseline import baselines
+
+    emit(guard(lambda: with_schema(baselines)), fmt, console, title="pinned baselines")
+
+
+def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
+    """Bring the database (POSTEVAL_DATABASE_URL, default SQLite in POSTEVAL_HOME) to REVISION."""
+    quiet(False)
+    from posteval.db.migrate import upgrade
+
+    url = guard(lambda: upgrade(None, revision))
+    console.print(f"database at {revision}: {url}", highlight=False)

@@ -1,0 +1,45 @@
+"""The regression gate: a finished run against its baseline, metric by metric."""
+
+from __future__ import annotations
+
+from posteval.baseline import baseline_for
+from posteval.compare import Comparison, compare_runs
+from posteval.db import repo
+from posteval.db.engine import session_scope
+from posteval.db.retry import retry_transient
+from posteval.errors import InputError
+from posteval.suite import Suite
+
+
+def gate(run_id: str, suite: Suite, *, database_url: str | None = None) -> tuple[str, str, Comparison | None]:
+    """Compare the run with its baseline and apply the suite's gates; stores and returns the outcome.
+
+    Returns (status, summary, comparison): status is ``passed``, ``failed``, ``no_baseline``, or
+    ``incomparable`` when the baseline evaluated other data (the summary says what differs).
+    """
+    baseline = baseline_for(run_id, database_url=database_url)
+    comparison = None
+    if baseline is None:
+        status, summary = "no_baseline", "no earlier run of this model and suite to compare with"
+    else:
+        try:
+            comparison = compare_runs(
+                baseline,
+                run_id,
+                gates=suite.gates,
+                seed=suite.seed,
+                n_resamples=suite.bootstrap_resamples,
+                database_url=database_url,
+            )
+        except InputError as exc:
+            status, summary = "incomparable", f"baseline {baseline[:12]}: {exc}"
+        else:
+            status = "failed" if comparison.regressions else "passed"
+            summary = f"against {baseline[:12]}: {comparison.summary()}"
+
+    def record() -> None:
+        with session_scope(database_url) as session:
+            repo.set_gate(session, run_id, baseline, status, summary)
+
+    retry_transient(record, "recording the gate outcome")
+    return status, summary, comparison
