@@ -25,12 +25,13 @@ from typing import Any
 
 from sqlalchemy import create_engine, insert, text
 
-from posteval import baseline, compare, queries
+from posteval.db import queries
 from posteval.db.engine import get_engine
 from posteval.db.migrate import upgrade
 from posteval.db.models import Checkpoint, Dataset, EvalRun, ExampleScore, Metric, Suite
 from posteval.db.scratch import scratch_database
 from posteval.errors import InputError
+from posteval.judging import baseline, compare
 
 MODELS, DATASETS, MODEL = 50, 3, "model-12"
 # A share of checkpoints also have a failed attempt, retried; like mark_failed, it leaves no metrics behind.

@@ -20,8 +20,8 @@ from pydantic import AfterValidator
 
 from posteval.errors import MetricError
 from posteval.evaluators.base import EvalInputs, aggregate
+from posteval.judging.stats import ScoreFn, Stats, mean_ci, stats_ci
 from posteval.results import MetricResult
-from posteval.stats import ScoreFn, Stats, mean_ci, stats_ci
 
 
 def _compiles(pattern: str) -> str:

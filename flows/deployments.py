@@ -19,8 +19,8 @@ from posteval.automation import EVENT, RESOURCE_PREFIX, TRIGGER_PARAMETERS, pref
 from posteval.db.migrate import upgrade
 from posteval.flows.nightly import nightly
 from posteval.flows.training_completed import on_training_completed
+from posteval.inputs.suite import load_suite
 from posteval.pipeline import check_task_runner
-from posteval.suite import load_suite
 
 EVENT_DEPLOYMENT = "on-training-completed"
 NIGHTLY_DEPLOYMENT = "nightly"

@@ -21,10 +21,10 @@ from prefect.client.schemas.objects import StateType
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.runtime import flow_run
 
-from posteval import nightly as night
 from posteval.errors import GateFailed, InputError, PostevalError
 from posteval.flows.post_training import evaluate_checkpoint
-from posteval.suite import load_suite
+from posteval.inputs.suite import load_suite
+from posteval.judging import nightly as night
 
 FLOW_NAME = "posteval-nightly"
 ARTIFACT_KEY = "posteval-nightly"

@@ -10,10 +10,10 @@ from prefect.runtime import flow_run
 from prefect.utilities.annotations import quote
 
 from posteval import pipeline
-from posteval.checkpoint import CheckpointInfo
 from posteval.errors import GateFailed, short_error
+from posteval.inputs.checkpoint import CheckpointInfo
+from posteval.inputs.suite import Suite
 from posteval.pipeline import check_task_runner, heartbeat
-from posteval.suite import Suite
 from posteval.tasks.gate import gate_task
 from posteval.tasks.health import forgetting_task, overfitting_task
 from posteval.tasks.model import run_models

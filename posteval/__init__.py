@@ -6,7 +6,7 @@ The query API returns pandas DataFrames::
     posteval.runs(model="contracts", status="succeeded")
     posteval.history("accuracy", model="contracts", dataset="contract-type")
     posteval.run_metrics(run_id)
-    posteval.compare(baseline_run_id, candidate_run_id).to_frame()
+    posteval.judging.compare(baseline_run_id, candidate_run_id).to_frame()
 
 These load lazily, so ``import posteval`` stays cheap.
 """
@@ -19,13 +19,13 @@ from typing import Any
 __version__ = "0.1.0"
 
 _API = {
-    "runs": ("posteval.queries", "runs"),
-    "history": ("posteval.queries", "metric_history"),
-    "run_metrics": ("posteval.queries", "run_metrics"),
-    "run_summary": ("posteval.queries", "run_summary"),
-    "run_health": ("posteval.queries", "run_health"),
-    "compare": ("posteval.compare", "compare_runs"),
-    "baseline_for": ("posteval.baseline", "baseline_for"),
+    "runs": ("posteval.db.queries", "runs"),
+    "history": ("posteval.db.queries", "metric_history"),
+    "run_metrics": ("posteval.db.queries", "run_metrics"),
+    "run_summary": ("posteval.db.queries", "run_summary"),
+    "run_health": ("posteval.db.queries", "run_health"),
+    "compare": ("posteval.judging.compare", "compare_runs"),
+    "baseline_for": ("posteval.judging.baseline", "baseline_for"),
 }
 
 __all__ = ["__version__", *_API]

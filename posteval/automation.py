@@ -14,13 +14,13 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from posteval.checkpoint import INDEX_FILES, OPENAI_PREFIX, content_files, default_model_name
 from posteval.errors import CheckpointError, InputError, PostevalError
+from posteval.inputs.checkpoint import INDEX_FILES, OPENAI_PREFIX, content_files, default_model_name
 
 log = logging.getLogger(__name__)
 
 EVENT = "posteval.training.completed"
-RESOURCE_PREFIX = "posteval.checkpoint."
+RESOURCE_PREFIX = "posteval.inputs.checkpoint."
 PAYLOAD_FIELDS = {
     "checkpoint": "the checkpoint folder's path",
     "suite": "the suite YAML file's path",

@@ -6,10 +6,11 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from posteval import pipeline, queries
-from posteval.output import records
-from posteval.run_details import markdown
-from posteval.suite import Suite
+from posteval import pipeline
+from posteval.db import queries
+from posteval.inputs.suite import Suite
+from posteval.views.output import records
+from posteval.views.run_details import markdown
 
 ARTIFACT_COLUMNS = [
     "dataset",

@@ -8,10 +8,10 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from posteval import pipeline
-from posteval.checkpoint import CheckpointInfo
-from posteval.forgetting import ForgettingReport
-from posteval.health import HealthReport
-from posteval.suite import Suite
+from posteval.inputs.checkpoint import CheckpointInfo
+from posteval.inputs.suite import Suite
+from posteval.judging.forgetting import ForgettingReport
+from posteval.judging.health import HealthReport
 
 
 @task(name="assess-overfitting", cache_policy=NO_CACHE)

@@ -6,9 +6,9 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from posteval import pipeline
-from posteval.checkpoint import CheckpointInfo, resolve_checkpoint
-from posteval.preflight import preflight
-from posteval.suite import DatasetSpec, LoadedSuite, load_suite
+from posteval.inputs.checkpoint import CheckpointInfo, resolve_checkpoint
+from posteval.inputs.preflight import preflight
+from posteval.inputs.suite import DatasetSpec, LoadedSuite, load_suite
 
 
 @task(name="resolve-checkpoint", cache_policy=NO_CACHE)

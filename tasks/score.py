@@ -6,8 +6,8 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from posteval import pipeline
-from posteval.checkpoint import CheckpointInfo
-from posteval.suite import Suite
+from posteval.inputs.checkpoint import CheckpointInfo
+from posteval.inputs.suite import Suite
 
 
 @task(name="score", task_run_name="score-{dataset.spec.name}", cache_policy=NO_CACHE)

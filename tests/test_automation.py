@@ -177,7 +177,7 @@ def _emit_raw(api_url: str, payload: dict[str, Any]) -> None:
 
     async def send() -> None:
         async with PrefectEventsClient(api_url=api_url) as client:
-            resource = {"prefect.resource.id": f"posteval.checkpoint.{payload.get('checkpoint')}"}
+            resource = {"prefect.resource.id": f"posteval.inputs.checkpoint.{payload.get('checkpoint')}"}
             await client.emit(Event(event=EVENT, resource=resource, payload=payload))
 
     asyncio.run(send())
@@ -280,7 +280,7 @@ def test_the_event_names_absolute_paths_and_takes_model_and_step_from_a_trainer_
         str(Path("base").resolve()),
     )
     assert event.resource() == {
-        "prefect.resource.id": f"posteval.checkpoint.{tmp_path / 'run-7' / 'checkpoint-40'}",
+        "prefect.resource.id": f"posteval.inputs.checkpoint.{tmp_path / 'run-7' / 'checkpoint-40'}",
         "prefect.resource.name": "run-7",
     }
 

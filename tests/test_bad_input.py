@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from posteval.checkpoint import resolve_checkpoint
-from posteval.data import load_dataset
 from posteval.errors import CheckpointError, DatasetError, SuiteError
-from posteval.suite import load_suite
+from posteval.inputs.checkpoint import resolve_checkpoint
+from posteval.inputs.data import load_dataset
+from posteval.inputs.suite import load_suite
 
 SUITE = """\
 name: s

@@ -15,13 +15,13 @@ import torch
 from transformers import AutoModelForCausalLM
 from typer.testing import CliRunner, Result
 
-from posteval.checkpoint import resolve_checkpoint
 from posteval.cli import app
-from posteval.data import load_dataset
 from posteval.errors import CheckpointError, DatasetError, SuiteError
-from posteval.preflight import preflight
+from posteval.inputs.checkpoint import resolve_checkpoint
+from posteval.inputs.data import load_dataset
+from posteval.inputs.preflight import preflight
+from posteval.inputs.suite import load_suite
 from posteval.settings import get_settings
-from posteval.suite import load_suite
 
 SUITE = """\
 name: cases
@@ -278,7 +278,7 @@ def test_csv_rows_match_pandas_read_as_text(env: Path) -> None:
     """The line-aware reader gives what pandas gives (as text; an empty cell missing), and each row's line."""
     import pandas as pd
 
-    from posteval.readers import read_csv
+    from posteval.inputs.readers import read_csv
 
     (env / "task.csv").write_text('question,answer\n"a, b",1\n"multi\nline",\nq3,a3\n')
     frame = pd.read_csv(env / "task.csv", dtype=str, keep_default_na=False)
@@ -368,8 +368,8 @@ def test_a_plot_that_cannot_be_written_is_exit_2_not_a_traceback(
 ) -> None:
     import pandas as pd
 
-    import posteval.plots
-    from posteval import queries
+    import posteval.views.plots
+    from posteval.db import queries
 
     def refuse(*_args: object, **_kwargs: object) -> None:
         raise PermissionError(13, "Permission denied")
@@ -379,7 +379,7 @@ def test_a_plot_that_cannot_be_written_is_exit_2_not_a_traceback(
     monkeypatch.setattr(
         queries, "metric_history", lambda *a, **k: pd.DataFrame({"step": [1], "value": [0.5]})
     )
-    monkeypatch.setattr(posteval.plots, "metric_trend_png", refuse)
+    monkeypatch.setattr(posteval.views.plots, "metric_trend_png", refuse)
     result = CliRunner().invoke(
         app, ["history", "accuracy", "--model", "m", "--plot", str(tmp_path / "t.png")]
     )
@@ -392,9 +392,9 @@ def test_a_plot_that_cannot_be_written_is_exit_2_not_a_traceback(
 
 def test_run_id_prefixes_match_percent_and_underscore_literally(env: Path, base_checkpoint: Path) -> None:
     from posteval.db.migrate import upgrade
+    from posteval.db.queries import resolve_run_id
     from posteval.errors import InputError
     from posteval.pipeline import prepare_dataset, register_run
-    from posteval.queries import resolve_run_id
 
     url = f"sqlite:///{env / 'runs.db'}"
     upgrade(url)
@@ -492,7 +492,7 @@ def test_the_rule_of_three_warning_is_said_once(env: Path, caplog: pytest.LogCap
             "training_health: {max_gap: 0.3}\n", "allow_incomplete: true\n"
         )
     )
-    with caplog.at_level(logging.WARNING, logger="posteval.suite"):
+    with caplog.at_level(logging.WARNING, logger="posteval.inputs.suite"):
         load_suite(path)  # the CLI's check
         load_suite(path)  # the flow's load
     assert [r.getMessage() for r in caplog.records].count(
@@ -503,7 +503,7 @@ def test_the_rule_of_three_warning_is_said_once(env: Path, caplog: pytest.LogCap
 
 def test_a_cuda_index_beyond_the_machine_s_devices(monkeypatch: pytest.MonkeyPatch) -> None:
     from posteval.errors import InputError
-    from posteval.preflight import check_device
+    from posteval.inputs.preflight import check_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)

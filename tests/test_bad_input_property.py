@@ -30,8 +30,8 @@ from typer.testing import CliRunner, Result
 
 from posteval.cli import app
 from posteval.evaluators import known_metrics
+from posteval.inputs.suite import DatasetSpec, Suite
 from posteval.settings import get_settings
-from posteval.suite import DatasetSpec, Suite
 
 SUITE: dict[str, Any] = {
     "name": "prop",

@@ -11,12 +11,12 @@ import pytest
 import sacrebleu
 from sklearn.metrics import f1_score, precision_recall_fscore_support
 
-from posteval.compare import Comparison, MetricComparison, _notes, _setting_differences
 from posteval.evaluators import EvalInputs, resolve_metric
 from posteval.evaluators.base import aggregate
 from posteval.evaluators.classification import label_set_stats
-from posteval.paired import MetricSample, compare_samples
-from posteval.stats import bootstrap_pvalue, paired_bootstrap, resample_indices
+from posteval.judging.compare import Comparison, MetricComparison, _notes, _setting_differences
+from posteval.judging.paired import MetricSample, compare_samples
+from posteval.judging.stats import bootstrap_pvalue, paired_bootstrap, resample_indices
 
 LABELS = ["lease", "nda", "employment", "other"]  # "other" is never a reference
 REFERENCES = ["lease", "nda", "employment", "lease", "nda", "lease", "employment", "nda", "lease", "lease"]
@@ -182,9 +182,9 @@ def test_a_seed_or_bootstrap_size_change_is_a_note() -> None:
 def test_terminal_table_html_and_artifact_render_missing_values() -> None:
     from rich.console import Console
 
-    from posteval.render import comparison_table
-    from posteval.report import _comparison
     from posteval.tasks.gate import ARTIFACT_COLUMNS
+    from posteval.views.render import comparison_table
+    from posteval.views.report import _comparison
 
     row = MetricComparison("d", "bleu", True, None, 3.0, None, None, None, None, "none", 0, regression=True)
     comparison = Comparison("a" * 12, "b" * 12, [row])

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from posteval import queries
 from posteval.cli import print_run, run_evaluation
-from posteval.demo import run_demo
+from posteval.cli.demo import run_demo
+from posteval.db import queries
 from posteval.settings import get_settings
 
 

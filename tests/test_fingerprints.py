@@ -10,12 +10,12 @@ from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 
-from posteval.checkpoint import resolve_checkpoint
 from posteval.db import repo
 from posteval.db.engine import session_scope
 from posteval.hashing import FileHashCache
+from posteval.inputs.checkpoint import resolve_checkpoint
+from posteval.inputs.suite import load_suite
 from posteval.pipeline import load, prepare_dataset, register_run
-from posteval.suite import load_suite
 
 SUITE = """\
 name: stale

@@ -9,9 +9,9 @@ import pytest
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
-from posteval.checkpoint import resolve_checkpoint
 from posteval.db.models import EvalRun, Metric, Prediction
 from posteval.flows.post_training import evaluate_checkpoint
+from posteval.inputs.checkpoint import resolve_checkpoint
 from posteval.runners.hf import HFRunner
 from tests.helpers import heldout_rows, write_jsonl
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest
 
-from posteval.forgetting import ForgettingOptions, assess_forgetting, compare_metric
+from posteval.judging.forgetting import ForgettingOptions, assess_forgetting, compare_metric
+from posteval.judging.stats import mcnemar_exact, paired_compare, paired_permutation_pvalue
 from posteval.results import MetricResult
-from posteval.stats import mcnemar_exact, paired_compare, paired_permutation_pvalue
 
 
 def _result(name: str, per_example: list[float], higher_is_better: bool = True) -> MetricResult:

@@ -14,10 +14,10 @@ from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from posteval.cli import app
-from posteval.compare import compare_runs
 from posteval.db.models import EvalRun
 from posteval.errors import GateFailed
 from posteval.flows.post_training import evaluate_checkpoint
+from posteval.judging.compare import compare_runs
 from posteval.settings import get_settings
 from tests.helpers import heldout_rows, write_jsonl
 

@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from posteval.health import HealthOptions, LossPoint, assess_log, assess_measured, combine, read_loss_history
+from posteval.judging.health import (
+    HealthOptions,
+    LossPoint,
+    assess_log,
+    assess_measured,
+    combine,
+    read_loss_history,
+)
 
 OPTIONS = HealthOptions(max_gap=0.3, patience=3, min_improvement=0.1)
 

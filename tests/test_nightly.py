@@ -7,13 +7,13 @@ from typing import Any
 
 import pytest
 
-from posteval import nightly as night
-from posteval.baseline import set_baseline
-from posteval.checkpoint import resolve_checkpoint
 from posteval.db.migrate import upgrade
+from posteval.db.queries import run_metrics
 from posteval.flows.nightly import ARTIFACT_KEY, nightly
 from posteval.flows.post_training import evaluate_checkpoint
-from posteval.queries import run_metrics
+from posteval.inputs.checkpoint import resolve_checkpoint
+from posteval.judging import nightly as night
+from posteval.judging.baseline import set_baseline
 from posteval.runners.hf import HFRunner
 from tests.helpers import heldout_rows, write_jsonl
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from posteval import queries
-from posteval.checkpoint import resolve_checkpoint
+from posteval.db import queries
 from posteval.errors import CheckpointError
 from posteval.flows.post_training import evaluate_checkpoint
+from posteval.inputs.checkpoint import resolve_checkpoint
 from tests.helpers import heldout_rows, write_jsonl
 from tests.openai_server import OpenAIServer
 

@@ -11,8 +11,8 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM
 
-from posteval.checkpoint import resolve_checkpoint
 from posteval.errors import CheckpointError
+from posteval.inputs.checkpoint import resolve_checkpoint
 from posteval.runners.base import GenerationOptions
 from posteval.runners.hf import HFRunner
 from tests.helpers import PROMPT, heldout_rows, plain_greedy

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from posteval.inputs.suite import load_suite
 from posteval.settings import get_settings
-from posteval.suite import load_suite
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()

@@ -12,15 +12,15 @@ from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
-from posteval import queries
-from posteval.baseline import baseline_for, set_baseline
 from posteval.cli import app
-from posteval.compare import compare_runs
+from posteval.db import queries
 from posteval.db.models import EvalRun
 from posteval.errors import GateFailed, InputError
 from posteval.flows.post_training import evaluate_checkpoint
+from posteval.inputs.suite import Gate
+from posteval.judging.baseline import baseline_for, set_baseline
+from posteval.judging.compare import compare_runs
 from posteval.settings import get_settings
-from posteval.suite import Gate
 from tests.helpers import heldout_rows, write_jsonl
 
 SUITE = """\

@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import delete, select, update
 
-from posteval import queries
-from posteval.baseline import set_baseline
-from posteval.compare import compare_runs
+from posteval.db import queries
 from posteval.db.engine import session_scope
 from posteval.db.models import Baseline, Prediction, RunDetail
 from posteval.flows.post_training import evaluate_checkpoint
-from posteval.report import FLIPS, write_report
+from posteval.judging.baseline import set_baseline
+from posteval.judging.compare import compare_runs
+from posteval.views.report import FLIPS, write_report
 from tests.helpers import heldout_rows, write_jsonl
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}

@@ -11,14 +11,14 @@ import pytest
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
-from posteval.checkpoint import resolve_checkpoint
-from posteval.data import load_dataset
 from posteval.db import repo
 from posteval.db.engine import session_scope
 from posteval.db.models import LossPoint
 from posteval.errors import DatasetError, RunnerError, SuiteError
+from posteval.inputs.checkpoint import resolve_checkpoint
+from posteval.inputs.data import load_dataset
+from posteval.inputs.suite import load_suite
 from posteval.pipeline import config_hash, register_run
-from posteval.suite import load_suite
 
 BASE = """\
 name: r

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from posteval.errors import SuiteError
-from posteval.suite import RULE_OF_THREE, load_suite
+from posteval.inputs.suite import RULE_OF_THREE, load_suite
 
 TASK = """\
   - name: task
@@ -63,7 +63,7 @@ def test_allow_incomplete_turns_the_refusal_into_a_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = _suite(tmp_path, TASK, "allow_incomplete: true\n")
-    with caplog.at_level(logging.WARNING, logger="posteval.suite"):
+    with caplog.at_level(logging.WARNING, logger="posteval.inputs.suite"):
         load_suite(path)
     assert [r.getMessage() for r in caplog.records] == [
         f"{path}: the suite lacks {RULE_OF_THREE['general']}; {RULE_OF_THREE['overfitting']} "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from posteval.checkpoint import resolve_checkpoint
+from posteval.inputs.checkpoint import resolve_checkpoint
 from posteval.runners.base import GenerationOptions, length_sorted_batches, truncate_at_stop
 from posteval.runners.hf import HFRunner
 from tests.helpers import PROMPT, heldout_rows, plain_greedy

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from posteval.compare import _RunMetrics, check_comparable
-from posteval.data import load_dataset
 from posteval.db.engine import session_scope
 from posteval.db.models import Checkpoint, Dataset, EvalRun, Metric, RunDetail, Suite
 from posteval.errors import DatasetError, InputError, SuiteError
-from posteval.render import print_run
-from posteval.run_details import markdown
-from posteval.suite import load_suite, missing_kinds
+from posteval.inputs.data import load_dataset
+from posteval.inputs.suite import load_suite, missing_kinds
+from posteval.judging.compare import _RunMetrics, check_comparable
+from posteval.views.render import print_run
+from posteval.views.run_details import markdown
 
 SUITE = """\
 name: sem
@@ -172,7 +172,7 @@ def _stored_run(url: str) -> str:
 def test_runs_show_lists_reports_as_details_not_metrics(
     db_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from posteval.output import Format
+    from posteval.views.output import Format
 
     run_id = _stored_run(db_url)
     print_run(run_id, Format.json, database_url=db_url)
@@ -226,7 +226,7 @@ gates:
 
 def _evaluated_run(checkpoint: Path, suite_path: Path, url: str) -> str:
     from posteval import pipeline
-    from posteval.checkpoint import resolve_checkpoint
+    from posteval.inputs.checkpoint import resolve_checkpoint
 
     loaded = load_suite(suite_path)
     info = resolve_checkpoint(checkpoint, model_name="gated-policy-model")

@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from posteval.checkpoint import resolve_checkpoint
 from posteval.errors import RunnerError
+from posteval.inputs.checkpoint import resolve_checkpoint
 from posteval.runners.base import GenerationOptions, Loglikelihood, adaptive_batches
 from posteval.runners.hf import HFRunner
 from tests.helpers import PROMPT, heldout_rows

@@ -11,8 +11,8 @@ from sqlalchemy.orm import Session
 from posteval.db.models import EvalRun
 from posteval.errors import CheckpointError, SuiteError
 from posteval.flows.post_training import evaluate_checkpoint
+from posteval.inputs.suite import load_suite
 from posteval.runners.hf import HFRunner
-from posteval.suite import load_suite
 
 SUITE = """\
 name: m

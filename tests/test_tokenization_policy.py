@@ -15,14 +15,14 @@ import torch.nn.functional as F
 from tokenizers import processors
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from posteval.checkpoint import resolve_checkpoint
 from posteval.db.engine import session_scope
 from posteval.db.repo import cached_outputs
 from posteval.errors import InputError
+from posteval.inputs.checkpoint import resolve_checkpoint
+from posteval.inputs.suite import load_suite
 from posteval.pipeline import DatasetOutcome, config_hash, prepare_dataset, run_model, score
 from posteval.runners.base import Loglikelihood, PrefixPolicy
 from posteval.runners.hf import prefix_policy, tokenizer_prefix
-from posteval.suite import load_suite
 from tests.helpers import PROMPT, write_jsonl
 from tests.openai_server import OpenAIServer
 

@@ -12,7 +12,7 @@ import typer
 from posteval.cli import history
 from posteval.cli.automation import serve, trigger
 from posteval.cli.evaluate import demo, evaluate, run_evaluation
-from posteval.render import print_run
+from posteval.views.render import print_run
 
 __all__ = ["app", "main", "print_run", "run_evaluation"]
 

@@ -9,7 +9,7 @@ import typer
 
 from posteval import automation
 from posteval.cli.common import DaskAddressOpt, TaskRunnerOpt, VerboseOpt, guard, quiet
-from posteval.render import console
+from posteval.views.render import console
 
 
 def trigger(

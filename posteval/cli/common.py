@@ -13,8 +13,8 @@ import typer
 from rich.markup import escape
 
 from posteval.errors import GateFailed, PostevalError, short_error
-from posteval.output import Format
-from posteval.render import err_console
+from posteval.views.output import Format
+from posteval.views.render import err_console
 
 FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="table, json or csv")]
 SinceOpt = Annotated[

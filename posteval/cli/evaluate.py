@@ -8,11 +8,12 @@ from typing import Annotated
 
 import typer
 
-from posteval import progress, queries
+from posteval import progress
 from posteval.cli.common import DaskAddressOpt, FormatOpt, TaskRunnerOpt, VerboseOpt, guard, quiet
+from posteval.db import queries
 from posteval.errors import GateFailed
-from posteval.output import Format
-from posteval.render import RichProgress, console, err_console, print_run, progress_bar
+from posteval.views.output import Format
+from posteval.views.render import RichProgress, console, err_console, print_run, progress_bar
 
 
 def run_evaluation(
@@ -31,11 +32,11 @@ def run_evaluation(
 
     Bad input is found here, before Prefect starts, so it costs a second and prints one line.
     """
-    from posteval.checkpoint import resolve_checkpoint
     from posteval.db.migrate import upgrade
+    from posteval.inputs.checkpoint import resolve_checkpoint
+    from posteval.inputs.preflight import preflight
+    from posteval.inputs.suite import load_suite
     from posteval.pipeline import check_task_runner, prepare_dataset
-    from posteval.preflight import preflight
-    from posteval.suite import load_suite
 
     check_task_runner(task_runner, dask_address)
     preflight(resolve_checkpoint(checkpoint, model_name=model_name, base_path=adapter_base))
@@ -143,6 +144,6 @@ def demo(
 ) -> None:
     """Build a tiny model, fine-tune it, evaluate it into the default database, show the results."""
     quiet(verbose)
-    from posteval.demo import run_demo
+    from posteval.cli.demo import run_demo
 
     guard(lambda: run_demo(workdir, console=console, evaluate=run_evaluation, show=print_run))

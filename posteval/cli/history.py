@@ -10,12 +10,12 @@ from typing import Annotated, Any
 import pandas as pd
 import typer
 
-from posteval import queries
 from posteval.cli.checks import check_limit, check_status, parse_since, writable_file
 from posteval.cli.common import FormatOpt, SinceOpt, guard, quiet, with_schema
+from posteval.db import queries
 from posteval.errors import InputError
-from posteval.output import Format, emit
-from posteval.render import comparison_table, console, err_console, print_run
+from posteval.views.output import Format, emit
+from posteval.views.render import comparison_table, console, err_console, print_run
 
 
 def runs_reset(
@@ -97,7 +97,7 @@ def runs_loss_curve(
         curve = queries.loss_curve(int(summary["checkpoint_id"]))  # type: ignore[call-overload]
         if curve.empty:
             raise InputError(f"run {run_id[:12]}: its checkpoint has no stored loss history")
-        from posteval.plots import loss_curve_png
+        from posteval.views.plots import loss_curve_png
 
         return loss_curve_png(curve, out, title=f"{summary['model']} (step {summary['step']})")
 
@@ -111,7 +111,7 @@ def compare(
 ) -> None:
     """Compare two runs of one suite metric by metric: delta, its CI, a paired test, flipped examples."""
     quiet(False)
-    from posteval.compare import compare_runs
+    from posteval.judging.compare import compare_runs
 
     def run() -> Any:
         base_id, cand_id = queries.resolve_run_id(baseline), queries.resolve_run_id(candidate)
@@ -136,7 +136,7 @@ def report(
     quiet(False)
     if out is not None:
         guard(lambda: writable_file(out, "--out"))
-    from posteval.report import write_report
+    from posteval.views.report import write_report
 
     def write() -> Path:
         run_id = queries.resolve_run_id(run)
@@ -166,7 +166,7 @@ def history_command(
     )
     emit(frame, fmt, console, title=f"{metric} of {model}")
     if plot is not None:
-        from posteval.plots import metric_trend_png
+        from posteval.views.plots import metric_trend_png
 
         def draw() -> None:
             try:
@@ -186,7 +186,7 @@ def baseline_set(
 ) -> None:
     """Pin the baseline new runs of MODEL on SUITE are compared with."""
     quiet(False)
-    from posteval.baseline import set_baseline
+    from posteval.judging.baseline import set_baseline
 
     def pin() -> None:
         run_id = queries.resolve_run_id(run) if run else None
@@ -200,7 +200,7 @@ def baseline_set(
 def baseline_list(fmt: FormatOpt = Format.table) -> None:
     """The pinned baselines."""
     quiet(False)
-    from posteval.baseline import baselines
+    from posteval.judging.baseline import baselines
 
     emit(guard(lambda: with_schema(baselines)), fmt, console, title="pinned baselines")
 

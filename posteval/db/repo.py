@@ -14,7 +14,6 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from posteval.checkpoint import CheckpointInfo
 from posteval.db.models import (
     Checkpoint,
     Dataset,
@@ -30,6 +29,7 @@ from posteval.db.models import (
     utcnow,
 )
 from posteval.errors import RunTakenOver
+from posteval.inputs.checkpoint import CheckpointInfo
 from posteval.results import MetricResult, RunDetailResult
 
 

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from posteval.data import LoadedDataset, load_dataset
 from posteval.hashing import stat_key
-from posteval.suite import DatasetSpec
+from posteval.inputs.data import LoadedDataset, load_dataset
+from posteval.inputs.suite import DatasetSpec
 
 
 @dataclass(frozen=True)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from posteval.baseline import baseline_for
-from posteval.compare import Comparison, compare_runs
 from posteval.db import repo
 from posteval.db.engine import session_scope
 from posteval.db.retry import retry_transient
 from posteval.errors import InputError
-from posteval.suite import Suite
+from posteval.inputs.suite import Suite
+from posteval.judging.baseline import baseline_for
+from posteval.judging.compare import Comparison, compare_runs
 
 
 def gate(run_id: str, suite: Suite, *, database_url: str | None = None) -> tuple[str, str, Comparison | None]:

@@ -7,13 +7,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from posteval.checkpoint import CheckpointInfo
 from posteval.hashing import sha256_json
+from posteval.inputs.checkpoint import CheckpointInfo
+from posteval.inputs.suite import DatasetSpec, LoadedSuite, Suite
 from posteval.pipeline.datasets import DatasetRef
 from posteval.runners import tokenization_policy
 from posteval.runners.hf import pick_device, pick_dtype
 from posteval.settings import get_settings
-from posteval.suite import DatasetSpec, LoadedSuite, Suite
 
 
 def output_settings(suite: Suite, spec: DatasetSpec, checkpoint: CheckpointInfo) -> dict[str, object]:

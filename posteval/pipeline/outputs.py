@@ -9,19 +9,19 @@ from collections.abc import Iterator
 from typing import Any
 
 from posteval import progress
-from posteval.checkpoint import CheckpointInfo
-from posteval.data import LoadedDataset
 from posteval.db import repo
 from posteval.db.engine import session_scope
 from posteval.db.retry import retry_transient
 from posteval.errors import InputError
+from posteval.inputs.checkpoint import CheckpointInfo
+from posteval.inputs.data import LoadedDataset
+from posteval.inputs.suite import Suite
 from posteval.pipeline.datasets import DatasetRef, load
 from posteval.pipeline.identity import config_hash
 from posteval.pipeline.shards import shard_range
 from posteval.runners import get_runner
 from posteval.runners.base import GenerationOptions, Loglikelihood, Runner
 from posteval.settings import get_settings
-from posteval.suite import Suite
 
 log = logging.getLogger(__name__)
 

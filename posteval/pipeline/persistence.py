@@ -11,8 +11,8 @@ from posteval.db.engine import session_scope
 from posteval.db.models import EvalRun
 from posteval.db.retry import retry_transient
 from posteval.errors import ERROR_LIMIT
-from posteval.forgetting import ForgettingReport
-from posteval.health import HealthReport
+from posteval.judging.forgetting import ForgettingReport
+from posteval.judging.health import HealthReport
 from posteval.pipeline.scoring import DatasetOutcome
 
 

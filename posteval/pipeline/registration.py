@@ -13,17 +13,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
-from posteval.checkpoint import CheckpointInfo
 from posteval.db import repo
 from posteval.db.engine import session_scope
 from posteval.db.models import EvalRun, utcnow
 from posteval.db.retry import retry_transient
 from posteval.errors import RunnerError, short_error
 from posteval.hashing import sha256_json
+from posteval.inputs.checkpoint import CheckpointInfo
+from posteval.inputs.suite import LoadedSuite
 from posteval.pipeline.datasets import DatasetRef
 from posteval.pipeline.identity import idempotency_key, run_settings
 from posteval.settings import get_settings
-from posteval.suite import LoadedSuite
 
 log = logging.getLogger(__name__)
 

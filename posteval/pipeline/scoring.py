@@ -8,20 +8,20 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from posteval.checkpoint import CheckpointInfo
 from posteval.db import repo
 from posteval.db.engine import session_scope
 from posteval.db.retry import retry_transient
 from posteval.errors import RunnerError
 from posteval.evaluators import EvalInputs
-from posteval.forgetting import ForgettingReport, assess_forgetting
-from posteval.health import HealthReport, assess_log, assess_measured, combine, read_loss_history
+from posteval.inputs.checkpoint import CheckpointInfo
+from posteval.inputs.suite import HEALTH_DATASETS, Suite
+from posteval.judging.forgetting import ForgettingReport, assess_forgetting
+from posteval.judging.health import HealthReport, assess_log, assess_measured, combine, read_loss_history
 from posteval.pipeline.datasets import DatasetRef, load
 from posteval.pipeline.identity import config_hash
 from posteval.results import MetricResult, RunDetailResult
 from posteval.runners import tokenization_policy
 from posteval.runners.base import policy_signature
-from posteval.suite import HEALTH_DATASETS, Suite
 
 
 @dataclass

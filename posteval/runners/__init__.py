@@ -1,10 +1,15 @@
-"""Model backends behind one protocol (:class:`posteval.runners.base.Runner`)."""
+"""Running models: backends behind one protocol (:class:`posteval.runners.base.Runner`), transformers
+and PEFT (hf) and OpenAI-compatible endpoints (openai), with batching and the tokenization policy.
+
+May import the foundations and posteval.inputs (checkpoint info, preflight); never the database, judging,
+the pipeline, the face, the flows or Prefect.
+"""
 
 from __future__ import annotations
 
 from functools import lru_cache
 
-from posteval.checkpoint import CheckpointInfo
+from posteval.inputs.checkpoint import CheckpointInfo
 from posteval.runners.base import BosMode, Runner
 from posteval.settings import get_settings
 

@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
-from posteval.checkpoint import CheckpointInfo
 from posteval.errors import CheckpointError, InputError
-from posteval.preflight import load_report_problems
+from posteval.inputs.checkpoint import CheckpointInfo
+from posteval.inputs.preflight import load_report_problems
 from posteval.runners.base import (
     Batch,
     BatchSize,

@@ -5,8 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from posteval import stats
-from posteval.stats import bootstrap_sums, mean_ci, percentile_interval, resample_counts, resample_indices
+from posteval.judging import stats
+from posteval.judging.stats import (
+    bootstrap_sums,
+    mean_ci,
+    percentile_interval,
+    resample_counts,
+    resample_indices,
+)
 
 
 def test_resample_indices_are_reproducible_for_a_seed() -> None:

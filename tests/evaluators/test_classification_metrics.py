@@ -18,7 +18,7 @@ from posteval.errors import MetricError
 from posteval.evaluators import EvalInputs, resolve_metric
 from posteval.evaluators.classification import INVALID, extract_label, label_set_stats, prf_from_label_sums
 from posteval.evaluators.labels import labelled
-from posteval.stats import bootstrap_sums, percentile_interval, resample_indices
+from posteval.judging.stats import bootstrap_sums, percentile_interval, resample_indices
 
 LABELS = ["positive", "negative", "neutral"]
 # (generated text, reference, label the first_line rule extracts)

@@ -11,7 +11,7 @@ from rouge_score import rouge_scorer
 from sacrebleu.metrics import BLEU, CHRF
 
 from posteval.evaluators import EvalInputs, resolve_metric
-from posteval.stats import percentile_interval, resample_indices
+from posteval.judging.stats import percentile_interval, resample_indices
 
 FIXTURES = {
     "sentences": (

@@ -20,8 +20,14 @@ from typing import Any
 
 import numpy as np
 
+from posteval.judging.stats import (
+    DEFAULT_RESAMPLES,
+    PairedComparison,
+    decomposes,
+    paired_bootstrap,
+    paired_compare,
+)
 from posteval.results import MetricResult
-from posteval.stats import DEFAULT_RESAMPLES, PairedComparison, decomposes, paired_bootstrap, paired_compare
 
 MAX_FLIPS = 50  # flipped example keys kept per direction and metric
 

@@ -12,9 +12,9 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from posteval import queries
-from posteval.output import Format, emit, records, to_json
-from posteval.run_details import detail_table
+from posteval.db import queries
+from posteval.views.output import Format, emit, records, to_json
+from posteval.views.run_details import detail_table
 
 # Piped or captured output has no terminal width to follow: give tables room instead of rich's 80.
 _WIDTH = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 140

@@ -14,9 +14,9 @@ import datasets
 
 from posteval.errors import DatasetError
 from posteval.hashing import FileHashCache, fingerprint_files, sha256_json
-from posteval.readers import check_parquet, read_csv, read_jsonl
+from posteval.inputs.readers import check_parquet, read_csv, read_jsonl
+from posteval.inputs.suite import DatasetSpec, template_fields
 from posteval.settings import get_settings
-from posteval.suite import DatasetSpec, template_fields
 
 _BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 

@@ -4,7 +4,7 @@ Sections: the run, metrics with CIs, training health with the loss curve, the co
 baseline, confusion matrices, the worst examples and the examples flipped against the baseline. Every
 value from the database or the data is HTML-escaped; the plot is an inline PNG, and the page's
 Content-Security-Policy forbids scripts and every request, so nothing in it runs or loads. Which model
-outputs and references are shown is explained in :mod:`posteval.report_data`.
+outputs and references are shown is explained in :mod:`posteval.views.report_data`.
 """
 
 from __future__ import annotations
@@ -15,15 +15,15 @@ from typing import Any
 
 from sqlalchemy import select
 
-from posteval import queries
-from posteval.baseline import baseline_for
-from posteval.compare import Comparison, compare_runs
+from posteval.db import queries
 from posteval.db.engine import session_scope
 from posteval.db.models import Dataset, ExampleScore
 from posteval.errors import InputError
-from posteval.plots import loss_curve_png
-from posteval.report_data import Examples, ReportRun, load_run
-from posteval.report_html import (
+from posteval.judging.baseline import baseline_for
+from posteval.judging.compare import Comparison, compare_runs
+from posteval.views.plots import loss_curve_png
+from posteval.views.report_data import Examples, ReportRun, load_run
+from posteval.views.report_html import (
     Html,
     badge,
     ci,
@@ -38,7 +38,7 @@ from posteval.report_html import (
     text,
     when,
 )
-from posteval.run_details import detail_table
+from posteval.views.run_details import detail_table
 
 WORST = 10  # worst examples shown per dataset
 FLIPS = 20  # flipped examples shown per direction and dataset

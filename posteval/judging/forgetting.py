@@ -1,10 +1,10 @@
 """Catastrophic forgetting: the fine-tune against its base model on the suite's general sets.
 
 Per metric of every general dataset: the change against the base and a paired test by the comparison core
-(:mod:`posteval.paired`, the same as the gate's: McNemar or sign-flip permutation for means of per-example
-scores, a paired bootstrap of the statistic for corpus metrics such as perplexity), and for 0/1 metrics the
-share of examples the base got right that the fine-tune gets wrong. A metric forgets when it got worse
-by more than ``tolerance`` (relative to the base value) and that test is significant; the verdict is
+(:mod:`posteval.judging.paired`, the same as the gate's: McNemar or sign-flip permutation for means of per-
+example scores, a paired bootstrap of the statistic for corpus metrics such as perplexity), and for 0/1
+metrics the share of examples the base got right that the fine-tune gets wrong. A metric forgets when it got
+worse by more than ``tolerance`` (relative to the base value) and that test is significant; the verdict is
 ``forgetting`` if any metric forgets.
 """
 
@@ -17,9 +17,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from posteval.paired import compare_samples, sample_of
+from posteval.judging.paired import compare_samples, sample_of
+from posteval.judging.stats import DEFAULT_RESAMPLES
 from posteval.results import MetricResult
-from posteval.stats import DEFAULT_RESAMPLES
 
 
 class ForgettingOptions(BaseModel):

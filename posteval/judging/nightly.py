@@ -13,11 +13,11 @@ from datetime import UTC, datetime
 
 from sqlalchemy import select
 
-from posteval.compare import MetricComparison, compare_runs
 from posteval.db.engine import session_scope
 from posteval.db.models import Baseline, Checkpoint, EvalRun, Suite
+from posteval.db.queries import run_summary
 from posteval.errors import InputError
-from posteval.queries import run_summary
+from posteval.judging.compare import MetricComparison, compare_runs
 
 
 @dataclass(frozen=True)

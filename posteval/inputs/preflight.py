@@ -22,8 +22,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from posteval.checkpoint import CheckpointInfo, content_files
 from posteval.errors import CheckpointError, InputError
+from posteval.inputs.checkpoint import CheckpointInfo, content_files
 from posteval.settings import get_settings
 
 log = logging.getLogger(__name__)

@@ -6,8 +6,8 @@ generation options, templates, label set... see ``pipeline.output_settings``) fo
 otherwise the comparison is refused naming the first differing setting. Batch size, gates, tolerances and
 paths are not output settings and never block a comparison; a different seed or bootstrap size is noted.
 
-Each shared metric goes through :func:`posteval.paired.compare_samples` on the stored per-example scores
-and sufficient statistics: McNemar or a sign-flip permutation test for means of per-example scores, a
+Each shared metric goes through :func:`posteval.judging.paired.compare_samples` on the stored per-example
+scores and sufficient statistics: McNemar or a sign-flip permutation test for means of per-example scores, a
 paired bootstrap of the statistic itself for corpus metrics (macro F1, BLEU, chrF, perplexity). The delta
 is candidate minus baseline. A gated metric regresses when it dropped (in its own worse direction) by more
 than ``max_drop`` and the test's p-value is below the gate's ``alpha``.
@@ -26,9 +26,9 @@ from sqlalchemy import select
 from posteval.db.engine import session_scope
 from posteval.db.models import Dataset, EvalRun, ExampleScore, ExampleStats, Metric, Suite
 from posteval.errors import InputError
-from posteval.paired import MetricSample, compare_samples
-from posteval.stats import DEFAULT_RESAMPLES
-from posteval.suite import Gate
+from posteval.inputs.suite import Gate
+from posteval.judging.paired import MetricSample, compare_samples
+from posteval.judging.stats import DEFAULT_RESAMPLES
 
 
 @dataclass(frozen=True)

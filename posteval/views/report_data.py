@@ -16,15 +16,15 @@ from typing import Any
 
 from sqlalchemy import select
 
-from posteval import queries
-from posteval.checkpoint import OPENAI_PREFIX, CheckpointInfo
-from posteval.data import load_dataset
+from posteval.db import queries
 from posteval.db.engine import session_scope
 from posteval.db.models import Dataset, EvalRun, Metric, Prediction
 from posteval.db.models import Suite as SuiteRow
 from posteval.errors import PostevalError
+from posteval.inputs.checkpoint import OPENAI_PREFIX, CheckpointInfo
+from posteval.inputs.data import load_dataset
+from posteval.inputs.suite import DatasetSpec, Suite, parse_suite
 from posteval.pipeline import config_hash
-from posteval.suite import DatasetSpec, Suite, parse_suite
 
 Examples = dict[str, tuple[str, Any]]  # example key -> (input text, reference)
 
@@ -93,7 +93,7 @@ class ReportRun:
 
 def _parse_quietly(source: str) -> Suite | None:
     """The stored suite text parsed again (its warnings were shown when it ran), or None if it fails."""
-    suite_log = logging.getLogger("posteval.suite")
+    suite_log = logging.getLogger("posteval.inputs.suite")
     suite_log.disabled, was = True, suite_log.disabled
     try:
         return parse_suite(source, Path("suite.yaml"))[0]

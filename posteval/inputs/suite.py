@@ -18,9 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from posteval.errors import MetricError, SuiteError
 from posteval.evaluators import BoundMetric, resolve_metric
-from posteval.forgetting import ForgettingOptions
 from posteval.hashing import sha256_json
-from posteval.health import HealthOptions
+from posteval.judging.forgetting import ForgettingOptions
+from posteval.judging.health import HealthOptions
 
 log = logging.getLogger(__name__)
 
