@@ -141,3 +141,15 @@ def test_prefect_is_imported_only_where_the_layers_orchestrate() -> None:
         if target == "prefect" or target.startswith("prefect.") or target.startswith("prefect_dask")
     )
     assert offenders == []
+
+
+def test_no_module_is_over_400_lines() -> None:
+    """A module does one thing; migration versions (Alembic's) and tests are not counted."""
+    sources = [path for folder in FOLDERS for path in (ROOT / folder).rglob("*.py")]
+    sources += [*(ROOT / "benchmarks").rglob("*.py"), *(ROOT / "examples").rglob("*.py")]
+    long = sorted(
+        f"{path.relative_to(ROOT)}: {n} lines"
+        for path in sources
+        if "versions" not in path.parts and (n := len(path.read_text().splitlines())) > 400
+    )
+    assert long == []

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from sqlalchemy import create_engine, delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from posteval.db import repo
+from posteval.db import claims, repo
 from posteval.db.engine import session_scope
 from posteval.db.migrate import alembic_config
 from posteval.db.models import Baseline, Checkpoint, EvalRun, ExampleScore, Metric, Prediction, utcnow
@@ -28,7 +28,7 @@ from posteval.errors import DatabaseError, RunTakenOver, short_error
 def _run(session, *, status: str = "pending") -> str:  # type: ignore[no-untyped-def]
     ckpt = repo._get_or_create(session, Checkpoint, {"fingerprint": "c" * 64}, path="/c", model_name="m")
     suite = repo.upsert_suite(session, "s", "s" * 64, "name: s\n")
-    run, _ = repo.get_or_create_run(
+    run, _ = claims.get_or_create_run(
         session,
         checkpoint_id=ckpt.id,
         suite_id=suite.id,
@@ -120,21 +120,21 @@ def test_an_example_score_needs_its_metric_and_goes_with_it(db_url: str, run_id:
 
 def test_a_held_run_is_refused_until_its_heartbeat_is_older_than_the_lease(db_url: str, run_id: str) -> None:
     with session_scope(db_url) as session:
-        assert repo.claim_run(session, run_id, "a" * 32, claimed_by="elsewhere:1")
+        assert claims.claim_run(session, run_id, "a" * 32, claimed_by="elsewhere:1")
         fresh = utcnow() - timedelta(seconds=120)
-        assert not repo.claim_run(session, run_id, "b" * 32, stale_before=fresh)
+        assert not claims.claim_run(session, run_id, "b" * 32, stale_before=fresh)
         session.execute(
             update(EvalRun).where(EvalRun.id == run_id).values(heartbeat_at=utcnow() - timedelta(seconds=121))
         )
-        assert repo.claim_run(session, run_id, "b" * 32, stale_before=fresh)
+        assert claims.claim_run(session, run_id, "b" * 32, stale_before=fresh)
     assert _status(db_url, run_id)[:2] == ("running", "b" * 32)
 
 
 def test_a_retried_claim_with_the_same_token_succeeds(db_url: str, run_id: str) -> None:
     with session_scope(db_url) as session:
-        assert repo.claim_run(session, run_id, "a" * 32)
-        assert repo.claim_run(session, run_id, "a" * 32)
-        assert not repo.claim_run(session, run_id, "b" * 32)
+        assert claims.claim_run(session, run_id, "a" * 32)
+        assert claims.claim_run(session, run_id, "a" * 32)
+        assert not claims.claim_run(session, run_id, "b" * 32)
 
 
 def test_a_holder_whose_process_is_gone_is_taken_over_at_once(db_url: str, run_id: str) -> None:
@@ -143,44 +143,44 @@ def test_a_holder_whose_process_is_gone_is_taken_over_at_once(db_url: str, run_i
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     with session_scope(db_url) as session:
-        assert repo.claim_run(session, run_id, "a" * 32, claimed_by=f"{repo.here()}:{dead.pid}")
+        assert claims.claim_run(session, run_id, "a" * 32, claimed_by=f"{claims.here()}:{dead.pid}")
         run = session.get_one(EvalRun, run_id)
         session.refresh(run)
         assert _holder_gone(run, None) is True
-        assert _holder_gone(run.__class__(claimed_by=repo.holder(), flow_run_id=None), None) is False
+        assert _holder_gone(run.__class__(claimed_by=claims.holder(), flow_run_id=None), None) is False
         assert _holder_gone(run.__class__(claimed_by="otherhost:1", flow_run_id="f"), lambda _: True) is True
         assert _holder_gone(run.__class__(claimed_by="otherhost:1", flow_run_id="f"), lambda _: None) is False
 
 
 def test_a_late_failure_never_overwrites_a_success_or_a_takeover(db_url: str, run_id: str) -> None:
     with session_scope(db_url) as session:
-        repo.claim_run(session, run_id, "a" * 32)
-        assert repo.claim_run(session, run_id, "b" * 32, take_over=True)
-        assert not repo.mark_failed(session, run_id, "late", "a" * 32)  # the old holder's retry
-        assert not repo.heartbeat(session, run_id, "a" * 32)
+        claims.claim_run(session, run_id, "a" * 32)
+        assert claims.claim_run(session, run_id, "b" * 32, take_over=True)
+        assert not claims.mark_failed(session, run_id, "late", "a" * 32)  # the old holder's retry
+        assert not claims.heartbeat(session, run_id, "a" * 32)
         with pytest.raises(RunTakenOver):
             repo.hold_for_persist(session, run_id, "a" * 32)
         assert repo.hold_for_persist(session, run_id, "b" * 32)
         repo.mark_succeeded(session, run_id)
         session.flush()
         assert not repo.hold_for_persist(session, run_id, "b" * 32)  # a persist retried after commit
-        assert not repo.mark_failed(session, run_id, "late", "b" * 32)
-        assert not repo.claim_run(session, run_id, "c" * 32, take_over=True)
+        assert not claims.mark_failed(session, run_id, "late", "b" * 32)
+        assert not claims.claim_run(session, run_id, "c" * 32, take_over=True)
     assert _status(db_url, run_id) == ("succeeded", "b" * 32, None)
 
 
 def test_runs_reset_frees_a_stuck_run_and_the_old_holder_cannot_write(db_url: str, run_id: str) -> None:
     with session_scope(db_url) as session:
-        repo.claim_run(session, run_id, "a" * 32)
+        claims.claim_run(session, run_id, "a" * 32)
     with session_scope(db_url) as session:
-        assert repo.reset_run(session, run_id, "reset by operator") == "running"
+        assert claims.reset_run(session, run_id, "reset by operator") == "running"
     assert _status(db_url, run_id) == ("failed", None, "reset by operator")
     with session_scope(db_url) as session:
-        assert not repo.heartbeat(session, run_id, "a" * 32)
-        assert repo.claim_run(session, run_id, "b" * 32)
+        assert not claims.heartbeat(session, run_id, "a" * 32)
+        assert claims.claim_run(session, run_id, "b" * 32)
         repo.mark_succeeded(session, run_id)
     with session_scope(db_url) as session:
-        assert repo.reset_run(session, run_id, "again") == "succeeded"
+        assert claims.reset_run(session, run_id, "again") == "succeeded"
     assert _status(db_url, run_id)[0] == "succeeded"
 
 
@@ -335,7 +335,7 @@ def test_the_heartbeat_is_renewed_while_the_run_works(
     get_settings.cache_clear()
     try:
         with session_scope(db_url) as session:
-            repo.claim_run(session, run_id, "a" * 32)
+            claims.claim_run(session, run_id, "a" * 32)
             session.execute(update(EvalRun).where(EvalRun.id == run_id).values(heartbeat_at=None))
         with heartbeat(RunRef(run_id, False, "running", "a" * 32), database_url=db_url):
             deadline = time.monotonic() + 30
@@ -358,7 +358,7 @@ def test_runs_reset_on_the_command_line(tmp_path: Path) -> None:
     upgrade(url)
     with session_scope(url) as session:
         run_id = _run(session)
-        repo.claim_run(session, run_id, "a" * 32)
+        claims.claim_run(session, run_id, "a" * 32)
     env = {"POSTEVAL_HOME": str(tmp_path), "POSTEVAL_DATABASE_URL": url, "PATH": "/usr/bin:/bin"}
     command = [sys.executable, "-m", "posteval.cli", "runs", "reset", run_id[:8]]
     first = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)

@@ -25,12 +25,12 @@ def runs_reset(
     quiet(False)
 
     def reset() -> tuple[str, str]:
-        from posteval.db import repo
+        from posteval.db import claims
         from posteval.db.engine import session_scope
 
         run_id = queries.resolve_run_id(run)
         with session_scope() as session:
-            return run_id, repo.reset_run(session, run_id, "reset by operator (posteval runs reset)")
+            return run_id, claims.reset_run(session, run_id, "reset by operator (posteval runs reset)")
 
     run_id, previous = guard(lambda: with_schema(reset))
     if previous in ("pending", "running"):

@@ -105,7 +105,7 @@ def resolve_run_id(prefix: str, *, database_url: str | None = None) -> str:
 
 def interrupted_run(*, database_url: str | None = None) -> str | None:
     """The run this process last marked failed as interrupted, if any (for the CLI's one-line report)."""
-    from posteval.db.repo import holder
+    from posteval.db.claims import holder
 
     with session_scope(database_url) as session:
         query = (

@@ -8,19 +8,42 @@ from __future__ import annotations
 
 import difflib
 import logging
-import string
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import pydantic
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel
 
 from posteval.errors import MetricError, SuiteError
-from posteval.evaluators import BoundMetric, resolve_metric
+from posteval.evaluators import resolve_metric
 from posteval.hashing import sha256_json
+from posteval.inputs.suite_schema import (
+    HEALTH_DATASETS,
+    DatasetSpec,
+    Gate,
+    GenerationConfig,
+    LoadedSuite,
+    LossSample,
+    Suite,
+    TrainingHealth,
+    template_fields,
+)
 from posteval.judging.forgetting import ForgettingOptions
-from posteval.judging.health import HealthOptions
+
+__all__ = [
+    "HEALTH_DATASETS",
+    "DatasetSpec",
+    "Gate",
+    "GenerationConfig",
+    "LoadedSuite",
+    "LossSample",
+    "Suite",
+    "TrainingHealth",
+    "load_suite",
+    "parse_suite",
+    "template_fields",
+]
 
 log = logging.getLogger(__name__)
 
@@ -43,222 +66,6 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                 )
             seen[key] = line
         return super().construct_mapping(node, deep=deep)
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class GenerationConfig(_Strict):
-    """Greedy generation options shared by every generated dataset of the suite."""
-
-    max_new_tokens: Annotated[int, Field(gt=0)] = 32
-    stop: list[str] = Field(default_factory=lambda: ["\n"])
-    batch_size: int | Literal["auto"] = 8
-
-    @field_validator("batch_size")
-    @classmethod
-    def _positive(cls, value: int | str) -> int | str:
-        if isinstance(value, int) and value <= 0:
-            raise ValueError("must be a positive integer or 'auto'")
-        return value
-
-
-def template_fields(template: str) -> list[str]:
-    """Names of the ``{field}`` placeholders in ``template``; ValueError if it does not parse.
-
-    Only plain ``{field}`` is allowed: a format spec (``{text:>99999999999}``) or a conversion
-    (``{text!r}``) would let a suite pad a prompt to any size or show Python reprs to the model.
-    """
-    names = []
-    for _, field_name, spec, conversion in string.Formatter().parse(template):
-        if field_name is not None:
-            if not field_name.isidentifier():
-                raise ValueError(f"placeholder {{{field_name}}} must be a plain field name")
-            if spec or conversion:
-                shown = ("!" + conversion if conversion else "") + (":" + spec if spec else "")
-                written = f"{{{field_name}{shown}}}"
-                raise ValueError(
-                    f"placeholder {written!r} has a format spec or conversion; write it as {{{field_name}}}"
-                )
-            names.append(field_name)
-    return names
-
-
-class DatasetSpec(_Strict):
-    """One held-out set and how to evaluate it."""
-
-    name: Annotated[str, Field(min_length=1)]
-    path: Path
-    kind: Literal["generate", "perplexity"] = "generate"
-    prompt: str | None = None
-    reference: str | None = None
-    labels: list[str] | None = None
-    choices: str | None = None  # a row field holding that row's choices (multiple choice by loglikelihood)
-    scoring: Literal["generate", "loglikelihood"] = "generate"
-    text: str = "text"
-    target_delimiter: str = " "
-    stride: Annotated[int, Field(gt=0)] | None = None
-    key: str | None = None
-    split: str | None = None
-    limit: Annotated[int, Field(gt=0)] | None = None
-    general: bool = False
-    metrics: Annotated[list[str | dict[str, dict[str, Any] | None]], Field(min_length=1)]
-
-    @field_validator("prompt")
-    @classmethod
-    def _prompt_parses(cls, value: str | None) -> str | None:
-        if value is not None:
-            template_fields(value)
-        return value
-
-    @model_validator(mode="after")
-    def _consistent(self) -> DatasetSpec:
-        if self.kind == "generate" and self.prompt is None:
-            raise ValueError("a generated dataset needs a 'prompt' template such as 'Q: {question}\\nA:'")
-        if self.kind == "perplexity" and self.scoring != "generate":
-            raise ValueError("a perplexity dataset is scored on its text; 'scoring' does not apply")
-        if self.scoring == "loglikelihood" and not self.labels and not self.choices:
-            raise ValueError(
-                "scoring: loglikelihood needs 'labels' (the choices to score) or 'choices' (a row field "
-                "holding each row's choices)"
-            )
-        if self.choices is not None and self.scoring != "loglikelihood":
-            raise ValueError("'choices' (per-row choices) needs scoring: loglikelihood")
-        if self.choices is not None and self.labels:
-            raise ValueError("give the choices once: 'labels' for every row, or 'choices' per row")
-        if self.labels and len(set(self.labels)) != len(self.labels):
-            repeated = sorted({label for label in self.labels if self.labels.count(label) > 1})
-            raise ValueError(f"'labels' repeats {repeated}; each label once")
-        return self
-
-    def bound_metrics(self) -> list[BoundMetric]:
-        """The dataset's metrics with validated options."""
-        return [resolve_metric(spec) for spec in self.metrics]
-
-    def categories(self) -> set[str]:
-        """The rule-of-three categories this dataset's metrics cover (reports are not metrics)."""
-        return {metric.info.category for metric in self.bound_metrics() if not metric.info.is_report}
-
-    def prompt_fields(self) -> list[str]:
-        """Fields every row must have for this dataset (a perplexity prompt templates the scored text)."""
-        fields = template_fields(self.prompt) if self.prompt else [self.text]
-        for extra in (self.reference, self.key, self.choices):
-            if extra and extra not in fields:
-                fields.append(extra)
-        return fields
-
-
-class LossSample(_Strict):
-    """Texts on which the runner measures mean token loss: a train sample or a validation set."""
-
-    path: Path
-    template: str = "{text}"
-    limit: Annotated[int, Field(gt=0)] | None = None
-    split: str | None = None
-
-    @field_validator("template")
-    @classmethod
-    def _template_parses(cls, value: str) -> str:
-        template_fields(value)
-        return value
-
-
-class TrainingHealth(HealthOptions):
-    """The overfitting detector: thresholds, and optionally texts to measure the loss gap on."""
-
-    train_sample: LossSample | None = None
-    validation: LossSample | None = None
-
-    @model_validator(mode="after")
-    def _both_or_neither(self) -> TrainingHealth:
-        if (self.train_sample is None) != (self.validation is None):
-            raise ValueError("a measured loss gap needs both 'train_sample' and 'validation'")
-        return self
-
-
-HEALTH_DATASETS = ("train-sample", "validation")
-
-
-class Gate(_Strict):
-    """A regression gate on one metric: the tolerated drop (in the metric's units) and the test's level."""
-
-    max_drop: float = Field(0.0, ge=0)
-    alpha: float = Field(0.05, gt=0, lt=1)
-
-
-class Suite(_Strict):
-    """A suite: the datasets a checkpoint is evaluated on, and how."""
-
-    name: Annotated[str, Field(min_length=1)]
-    description: str = ""
-    base_model: str | None = None
-    generation: GenerationConfig = Field(default_factory=GenerationConfig)
-    # The tokenization policy (posteval.runners.base.PrefixPolicy): auto, always or never.
-    bos: Literal["auto", "always", "never"] = "auto"
-    seed: int = 0
-    bootstrap_resamples: Annotated[int, Field(ge=0)] = 1000
-    datasets: Annotated[list[DatasetSpec], Field(min_length=1)]
-    training_health: TrainingHealth | None = None
-    forgetting: ForgettingOptions = Field(default_factory=lambda: ForgettingOptions())
-    gates: dict[str, Gate] = Field(default_factory=dict)
-    allow_incomplete: bool = False
-
-    def health_datasets(self) -> list[DatasetSpec]:
-        """The measured-gap texts as perplexity datasets scored with ``token_loss``."""
-        health = self.training_health
-        if health is None or health.train_sample is None or health.validation is None:
-            return []
-        return [
-            DatasetSpec(
-                name=name,
-                path=sample.path,
-                kind="perplexity",
-                prompt=sample.template,
-                limit=sample.limit,
-                split=sample.split,
-                metrics=["token_loss"],
-            )
-            for name, sample in zip(HEALTH_DATASETS, (health.train_sample, health.validation), strict=True)
-        ]
-
-    def all_datasets(self) -> list[DatasetSpec]:
-        """The suite's datasets followed by its measured-gap texts."""
-        return [*self.datasets, *self.health_datasets()]
-
-    def general_datasets(self) -> list[DatasetSpec]:
-        """The datasets marked ``general: true``: what forgetting is measured on."""
-        return [spec for spec in self.datasets if spec.general]
-
-    @field_validator("datasets")
-    @classmethod
-    def _unique_names(cls, datasets: list[DatasetSpec]) -> list[DatasetSpec]:
-        seen: set[str] = set()
-        for spec in datasets:
-            if spec.name in seen:
-                raise ValueError(f"dataset name {spec.name!r} appears twice")
-            if spec.name in HEALTH_DATASETS:
-                raise ValueError(f"dataset name {spec.name!r} is reserved for training_health's texts")
-            seen.add(spec.name)
-        return datasets
-
-    def dataset(self, name: str) -> DatasetSpec:
-        """The dataset spec called ``name``."""
-        for spec in self.datasets:
-            if spec.name == name:
-                return spec
-        raise KeyError(name)
-
-
-class LoadedSuite(BaseModel):
-    """A validated suite with where it came from and its source text."""
-
-    model_config = ConfigDict(frozen=True)
-
-    suite: Suite
-    path: Path
-    source_text: str
-    fingerprint: str
 
 
 def _loc(loc: tuple[int | str, ...]) -> str:

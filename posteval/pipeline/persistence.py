@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from posteval.db import repo
+from posteval.db import claims, repo
 from posteval.db.engine import session_scope
 from posteval.db.models import EvalRun
 from posteval.db.retry import retry_transient
@@ -87,6 +87,6 @@ def fail(run_id: str, error: str, *, database_url: str | None = None, claim_id: 
 
     def write() -> bool:
         with session_scope(database_url) as session:
-            return repo.mark_failed(session, run_id, message, claim_id)
+            return claims.mark_failed(session, run_id, message, claim_id)
 
     return retry_transient(write, "marking the run failed")

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
-from posteval.db import repo
+from posteval.db import claims, repo
 from posteval.db.engine import session_scope
 from posteval.db.models import EvalRun, utcnow
 from posteval.db.retry import retry_transient
@@ -69,7 +69,7 @@ def register_run(
             base_id = None if base is None else repo.upsert_checkpoint(session, base).id
             ckpt = repo.upsert_checkpoint(session, checkpoint, base_id)
             suite_row = repo.upsert_suite(session, suite.suite.name, suite.fingerprint, suite.source_text)
-            run, created = repo.get_or_create_run(
+            run, created = claims.get_or_create_run(
                 session,
                 checkpoint_id=ckpt.id,
                 suite_id=suite_row.id,
@@ -84,12 +84,12 @@ def register_run(
             if run.status == "succeeded":
                 return RunRef(run.id, created, run.status)
             holder_gone = run.status == "running" and _holder_gone(run, holder_finished)
-            claimed = repo.claim_run(
+            claimed = claims.claim_run(
                 session,
                 run.id,
                 claim,
                 flow_run_id=flow_run_id,
-                claimed_by=repo.holder(),
+                claimed_by=claims.holder(),
                 stale_before=utcnow() - timedelta(seconds=lease),
                 take_over=holder_gone,
             )
@@ -110,7 +110,7 @@ def _holder_gone(run: EvalRun, holder_finished: Callable[[str], bool | None] | N
     """Whether the delivery holding ``run`` is known dead: its process on this host is gone, or its
     flow run ended (Crashed, Cancelled, or any final state) while the run still says running."""
     place, _, pid = (run.claimed_by or "").rpartition(":")
-    if place == repo.here() and pid.isdigit() and int(pid) != os.getpid():
+    if place == claims.here() and pid.isdigit() and int(pid) != os.getpid():
         try:
             os.kill(int(pid), 0)
         except ProcessLookupError:
@@ -136,7 +136,7 @@ def heartbeat(run: RunRef, *, database_url: str | None = None) -> Iterator[None]
         while not stop.wait(interval):
             try:
                 with session_scope(database_url) as session:
-                    if not repo.heartbeat(session, run.run_id, claim_id):
+                    if not claims.heartbeat(session, run.run_id, claim_id):
                         log.warning("run %s is no longer held by this delivery", run.run_id)
                         return
             except Exception as exc:  # a missed beat is retried at the next interval
