@@ -10,6 +10,7 @@ import pandas as pd
 from sqlalchemy import select
 
 from posteval.db.engine import session_scope
+from posteval.db.lineage import in_lineage_order
 from posteval.db.models import (
     Checkpoint,
     Dataset,
@@ -283,5 +284,4 @@ def metric_history(
             f"recorded: {', '.join(sorted(recorded))}"
         )
     frame = pd.DataFrame([tuple(r) for r in rows], columns=HISTORY_COLUMNS)
-    frame["_order"] = frame["step"].fillna(-1)
-    return frame.sort_values(["_order", "created_at"]).drop(columns="_order").reset_index(drop=True)
+    return in_lineage_order(frame)

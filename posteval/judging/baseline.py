@@ -1,6 +1,7 @@
 """Lineage and baselines: which earlier run a new run is compared with.
 
-Checkpoints belong to a model (its name) and are ordered by training step, then by time. A run's
+Runs belong to a model (its name) and are ordered by lineage (posteval.db.lineage: the checkpoint's
+training step, then the run's creation time). A run's
 baseline is the pinned one for its model and suite (``posteval baseline set``) if any, else the
 previous succeeded run of the same model and suite in that order.
 """
@@ -13,12 +14,9 @@ import pandas as pd
 from sqlalchemy import delete, select
 
 from posteval.db.engine import session_scope
+from posteval.db.lineage import lineage_key
 from posteval.db.models import Baseline, Checkpoint, EvalRun, Suite
 from posteval.errors import InputError
-
-
-def _lineage_key(step: int | None, created: datetime) -> tuple[int, datetime]:
-    return (-1 if step is None else step, created)
 
 
 def _runs_of(session: object, model: str, suite: str) -> list[tuple[str, int, int | None, datetime]]:
@@ -29,7 +27,7 @@ def _runs_of(session: object, model: str, suite: str) -> list[tuple[str, int, in
         .join(Suite, EvalRun.suite_id == Suite.id)
         .where(EvalRun.model_name == model, Suite.name == suite, EvalRun.status == "succeeded")
     ).all()
-    return sorted((tuple(r) for r in rows), key=lambda r: _lineage_key(r[2], r[3]))
+    return sorted((tuple(r) for r in rows), key=lambda r: lineage_key(r[2], r[3]))
 
 
 def baseline_for(run_id: str, *, database_url: str | None = None) -> str | None:
@@ -52,7 +50,7 @@ def baseline_for(run_id: str, *, database_url: str | None = None) -> str | None:
             of_checkpoint = [r for r in runs if r[1] == pinned.checkpoint_id]
             if of_checkpoint:
                 return of_checkpoint[-1][0]
-        earlier = [r for r in runs if _lineage_key(r[2], r[3]) < _lineage_key(step, created)]
+        earlier = [r for r in runs if lineage_key(r[2], r[3]) < lineage_key(step, created)]
         return earlier[-1][0] if earlier else None
 
 

@@ -1,8 +1,9 @@
 """The nightly run's plain half: which checkpoints it re-evaluates, and what changed since the night before.
 
 Tracked models are the lineages (run model names) with at least one run; each contributes its latest
-checkpoint (highest training step, then newest). Pinned baselines contribute their checkpoint for the suite
-they are pinned on, so a changed suite gets a fresh baseline run before the latest checkpoints are gated.
+checkpoint in lineage order (posteval.db.lineage: highest training step, then the newest run). Pinned
+baselines contribute their checkpoint for the suite they are pinned on, so a changed suite gets a fresh
+baseline run before the latest checkpoints are gated.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 
 from posteval.db.engine import session_scope
+from posteval.db.lineage import lineage_key, utc
 from posteval.db.models import Baseline, Checkpoint, EvalRun, Suite
 from posteval.db.queries import run_summary
 from posteval.errors import InputError
@@ -35,14 +37,9 @@ class Target:
         return self.suite is not None
 
 
-def _aware(moment: datetime) -> datetime:
-    """SQLite returns naive datetimes for timezone-aware columns; they are stored in UTC."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 def targets(*, models: Sequence[str] | None = None, database_url: str | None = None) -> list[Target]:
     """Pinned baselines' checkpoints first, then the latest checkpoint of every tracked model, by name."""
-    lineage = select(EvalRun.model_name, Checkpoint.path, Checkpoint.training_step, Checkpoint.created_at)
+    lineage = select(EvalRun.model_name, Checkpoint.path, Checkpoint.training_step, EvalRun.created_at)
     lineage = lineage.join(Checkpoint, EvalRun.checkpoint_id == Checkpoint.id)
     pinned_run = select(Baseline.model_name, Baseline.suite_name, Checkpoint.path, Checkpoint.training_step)
     pinned_run = pinned_run.join(EvalRun, Baseline.run_id == EvalRun.id).join(
@@ -54,9 +51,9 @@ def targets(*, models: Sequence[str] | None = None, database_url: str | None = N
     with session_scope(database_url) as session:
         evaluated = session.execute(lineage).all()
         pinned = [*session.execute(pinned_run).all(), *session.execute(pinned_checkpoint).all()]
-    latest: dict[str, tuple[tuple[bool, int, datetime], Target]] = {}
+    latest: dict[str, tuple[tuple[int, datetime], Target]] = {}
     for model, path, step, created in evaluated:
-        rank = (step is not None, step or 0, _aware(created))
+        rank = lineage_key(step, created)
         if model not in latest or rank > latest[model][0]:
             latest[model] = (rank, Target(model, path, step))
     found = [Target(model, path, step, suite) for model, suite, path, step in sorted(pinned)]
@@ -77,7 +74,7 @@ def previous_run(
     )
     with session_scope(database_url) as session:
         rows = session.execute(query).all()
-    return next((run_id for run_id, created in rows if _aware(created) < _aware(before)), None)
+    return next((run_id for run_id, created in rows if utc(created) < utc(before)), None)
 
 
 @dataclass
@@ -111,7 +108,7 @@ def record_run(
     night: from before it), with paired tests; runs of different data are not compared, and say so.
     """
     summary = run_summary(run_id, database_url=database_url)
-    created = _aware(summary["created_at"])  # type: ignore[arg-type]
+    created = utc(summary["created_at"])  # type: ignore[arg-type]
     row.run_id = run_id
     if since is not None and created <= since and not regressed:
         row.status = "unchanged"
