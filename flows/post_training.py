@@ -14,10 +14,11 @@ from posteval.errors import GateFailed, short_error
 from posteval.inputs.checkpoint import CheckpointInfo
 from posteval.inputs.suite import Suite
 from posteval.pipeline import check_task_runner, heartbeat
+from posteval.pipeline.resolve import Resolved
 from posteval.tasks.gate import gate_task
 from posteval.tasks.health import forgetting_task, overfitting_task
 from posteval.tasks.model import run_models
-from posteval.tasks.resolve import load_dataset_task, load_suite_task, resolve_checkpoint_task
+from posteval.tasks.resolve import resolve_task
 from posteval.tasks.runs import mark_failed_task, persist_task, register_run_task
 from posteval.tasks.score import score_task
 
@@ -34,6 +35,7 @@ def evaluate_checkpoint(
     task_runner: str = "default",
     dask_address: str | None = None,
     step: int | None = None,
+    resolved: Resolved | None = None,
 ) -> str:
     """Evaluate ``checkpoint`` on ``suite`` and return the run id.
 
@@ -49,15 +51,18 @@ def evaluate_checkpoint(
     ``step`` is the training step when the folder's trainer_state.json does not say (a final model
     saved by ``save_model()``); it orders the checkpoint in its model's lineage.
 
+    ``resolved`` is what :func:`posteval.pipeline.resolve.resolve` returned for these inputs (the CLI
+    resolves before Prefect starts); without it the flow resolves ``checkpoint`` and ``suite`` itself.
+
     ``task_runner="dask"`` shards the model work of every dataset across the Dask cluster at
     ``dask_address`` (a temporary local one without it); results are the same as the default runner's.
     """
     check_task_runner(task_runner, dask_address)
-    ckpt = resolve_checkpoint_task(checkpoint, model_name, adapter_base, step)
-    loaded = load_suite_task(suite)
+    if resolved is None:
+        resolved = resolve_task(checkpoint, suite, model_name, adapter_base, step)
+    ckpt, loaded, base = resolved.checkpoint, resolved.suite, resolved.base
     spec = loaded.suite
-    base = resolve_checkpoint_task(spec.base_model) if spec.base_model else None
-    datasets = [load_dataset_task(dataset) for dataset in spec.all_datasets()]
+    datasets = list(resolved.datasets)
     claim = uuid.uuid4().hex  # this delivery's claim on the run: a retried claim is recognised
     run = register_run_task(
         ckpt, loaded, datasets, trigger, flow_run.get_id(), force, base, database_url, claim

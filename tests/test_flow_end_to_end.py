@@ -135,3 +135,49 @@ def test_a_failure_after_registration_marks_the_run_failed_without_metrics(
         assert _count(session, Metric, run_id=run.id) == 0
         assert _count(session, ExampleScore, run_id=run.id) == 0
     engine.dispose()
+
+
+def _counting_suite_loads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every suite load of posteval.pipeline.resolve, the one resolve, recorded."""
+    import posteval.pipeline.resolve as resolve_module
+
+    loads: list[str] = []
+    real = resolve_module.load_suite
+
+    def counted(path: str | Path) -> object:
+        loads.append(str(path))
+        return real(path)
+
+    monkeypatch.setattr(resolve_module, "load_suite", counted)
+    return loads
+
+
+def test_the_cli_resolves_once_and_the_flow_takes_its_result(
+    prefect_harness: None,
+    finetuned_checkpoint: Path,
+    known_answers: Path,
+    sqlite_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Bad input is checked before Prefect starts; the flow does not validate the same input again."""
+    from posteval.cli import run_evaluation
+
+    loads = _counting_suite_loads(monkeypatch)
+    suite = str(_suite(known_answers, "resolved-once"))
+    run_evaluation(str(finetuned_checkpoint), suite, force=True, database_url=sqlite_url)
+    assert loads == [suite]
+
+
+def test_the_flow_given_strings_resolves_them_itself(
+    prefect_harness: None,
+    finetuned_checkpoint: Path,
+    known_answers: Path,
+    sqlite_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    loads = _counting_suite_loads(monkeypatch)
+    suite = str(_suite(known_answers, "resolved-by-flow"))
+    evaluate_checkpoint(
+        checkpoint=str(finetuned_checkpoint), suite=suite, force=True, database_url=sqlite_url
+    )
+    assert loads == [suite]

@@ -28,23 +28,17 @@ def run_evaluation(
     task_runner: str = "default",
     dask_address: str | None = None,
 ) -> str:
-    """Check the inputs, bring the database to head, run the post-training flow; returns the run id.
+    """Resolve the inputs, bring the database to head, run the post-training flow; returns the run id.
 
-    Bad input is found here, before Prefect starts, so it costs a second and prints one line.
+    Bad input is found here, before Prefect starts, so it costs a second and prints one line; the flow
+    gets the resolved inputs and does not validate them again.
     """
     from posteval.db.migrate import upgrade
-    from posteval.inputs.checkpoint import resolve_checkpoint
-    from posteval.inputs.preflight import preflight
-    from posteval.inputs.suite import load_suite
-    from posteval.pipeline import check_task_runner, prepare_dataset
+    from posteval.pipeline import check_task_runner
+    from posteval.pipeline.resolve import resolve
 
     check_task_runner(task_runner, dask_address)
-    preflight(resolve_checkpoint(checkpoint, model_name=model_name, base_path=adapter_base))
-    loaded = load_suite(suite).suite
-    if loaded.base_model:
-        preflight(resolve_checkpoint(loaded.base_model))
-    for spec in loaded.all_datasets():
-        prepare_dataset(spec)
+    resolved = resolve(checkpoint, suite, model_name=model_name, adapter_base=adapter_base)
     upgrade(database_url)
     from posteval.cli.interrupts import detach_prefect_server
 
@@ -64,6 +58,7 @@ def run_evaluation(
                 adapter_base=adapter_base,
                 task_runner=task_runner,
                 dask_address=dask_address,
+                resolved=resolved,
             )
         finally:
             progress.set_sink(None)
