@@ -14,6 +14,7 @@ from posteval.cli.checks import check_limit, check_status, parse_since, writable
 from posteval.cli.common import FormatOpt, SinceOpt, guard, quiet, with_schema
 from posteval.db import queries
 from posteval.errors import InputError
+from posteval.numbers import num
 from posteval.views.output import Format, emit
 from posteval.views.render import comparison_table, console, err_console, print_run
 
@@ -64,7 +65,7 @@ def runs_list(
         {
             "run": frame["run_id"].str[:12],
             "model": frame["model"],
-            "step": frame["step"].map(lambda v: "-" if pd.isna(v) else str(int(v))),
+            "step": frame["step"].map(lambda v: num(v, "d")),
             "suite": frame["suite"],
             "trigger": frame["trigger"],
             "status": frame["status"],

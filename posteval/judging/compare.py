@@ -15,7 +15,6 @@ than ``max_drop`` and the test's p-value is below the gate's ``alpha``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -29,6 +28,7 @@ from posteval.errors import InputError
 from posteval.inputs.suite import Gate
 from posteval.judging.paired import MetricSample, compare_samples
 from posteval.judging.stats import DEFAULT_RESAMPLES
+from posteval.numbers import num
 
 
 @dataclass(frozen=True)
@@ -102,10 +102,8 @@ class Comparison:
 
 
 def fmt(value: float | None, spec: str) -> str:
-    """``value`` formatted by ``spec``, or ``n/a`` where it is missing or undefined."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    return format(value, spec)
+    """``value`` formatted by ``spec``, or ``n/a`` where it is missing or undefined (gate messages)."""
+    return num(value, spec, missing="n/a")
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from posteval.db.models import Baseline, Checkpoint, EvalRun, Suite
 from posteval.db.queries import run_summary
 from posteval.errors import InputError
 from posteval.judging.compare import MetricComparison, compare_runs
+from posteval.numbers import num
 
 
 @dataclass(frozen=True)
@@ -128,10 +129,6 @@ def record_run(
     return row
 
 
-def _num(value: float | None, spec: str = ".4g") -> str:
-    return "-" if value is None else format(value, spec)
-
-
 def summary_markdown(rows: Sequence[NightRow], *, since: datetime | None) -> str:
     """The night as Markdown: one line per checkpoint and suite, then the metrics that moved."""
     night = "the first night" if since is None else f"since {since.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
@@ -142,7 +139,7 @@ def summary_markdown(rows: Sequence[NightRow], *, since: datetime | None) -> str
     ]
     for r in rows:
         model = f"{r.model} (pinned)" if r.pinned else r.model
-        cells = [model, _num(r.step, "d"), r.suite, r.status, (r.run_id or "-")[:12]]
+        cells = [model, num(r.step, "d"), r.suite, r.status, (r.run_id or "-")[:12]]
         cells += [(r.previous_run_id or "-")[:12], r.note or ""]
         lines.append("| " + " | ".join(cells) + " |")
     if not rows:
@@ -160,7 +157,7 @@ def summary_markdown(rows: Sequence[NightRow], *, since: datetime | None) -> str
             for c in moved:
                 better = (c.delta or 0) > 0 if c.higher_is_better else (c.delta or 0) < 0
                 direction = "better" if better else "worse"
-                cells = [c.dataset, c.metric, _num(c.baseline), _num(c.candidate)]
-                cells += [f"{_num(c.delta, '+.4g')} {direction}", _num(c.p_value, ".2g")]
+                cells = [c.dataset, c.metric, num(c.baseline, ".4g"), num(c.candidate, ".4g")]
+                cells += [f"{num(c.delta, '+.4g')} {direction}", num(c.p_value, ".2g")]
                 lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -12,6 +12,8 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
+from posteval.numbers import num
+
 
 class Format(StrEnum):
     """Output formats every listing accepts."""
@@ -45,10 +47,8 @@ def to_json(value: Any) -> str:
 
 def _cell(value: Any) -> str:
     value = _plain(value)
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4f}"
+    if value is None or isinstance(value, float):
+        return num(value)
     if isinstance(value, str) and len(value) == 32 and all(c in "0123456789abcdef" for c in value):
         return value[:12]
     return str(value)

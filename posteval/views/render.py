@@ -13,8 +13,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from posteval.db import queries
+from posteval.numbers import ci, num
 from posteval.views.output import Format, emit, records, to_json
-from posteval.views.run_details import detail_table
+from posteval.views.run_details import detail_table, forgetting_table
 
 # Piped or captured output has no terminal width to follow: give tables room instead of rich's 80.
 _WIDTH = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 140
@@ -62,9 +63,13 @@ def metric_table(metrics: pd.DataFrame) -> Table:
     ):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     for row in metrics.itertuples(index=False):
-        ci = "-" if pd.isna(row.ci_low) else f"[{row.ci_low:.4f}, {row.ci_high:.4f}]"
         table.add_row(
-            row.dataset, row.name, f"{row.value:.4f}", ci, str(row.n), "↑" if row.higher_is_better else "↓"
+            row.dataset,
+            row.name,
+            num(row.value),
+            ci(row.ci_low, row.ci_high),
+            str(row.n),
+            "↑" if row.higher_is_better else "↓",
         )
     return table
 
@@ -92,24 +97,14 @@ def print_health(health: dict[str, dict[str, Any]]) -> None:
         )
         changes = report["details"].get("changes", []) if kind == "forgetting" else []
         if changes:
+            (headers, rows), forgets = forgetting_table(changes)
             table = Table(header_style="bold")
-            for column in ("dataset", "metric", "base", "fine-tune", "worse by", "p", "test", "forgotten"):
+            for column in headers:
                 table.add_column(
                     column, justify="left" if column in ("dataset", "metric", "test") else "right"
                 )
-            for c in changes:
-                forgotten = "-" if c["forgotten_share"] is None else f"{c['forgotten_share']:.1%}"
-                table.add_row(
-                    c["dataset"],
-                    c["metric"],
-                    f"{c['base']:.4g}",
-                    f"{c['tuned']:.4g}",
-                    f"{c['relative_worsening']:+.1%}",
-                    "-" if c["p_value"] is None else f"{c['p_value']:.2g}",
-                    c["test"],
-                    forgotten,
-                    style="red" if c["forgets"] else None,
-                )
+            for row, bad in zip(rows, forgets, strict=True):
+                table.add_row(*(str(cell) for cell in row), style="red" if bad else None)
             console.print(table)
 
 
@@ -190,16 +185,15 @@ def comparison_table(comparison: Any) -> Table:
             column, justify="left" if column in ("dataset", "metric", "test", "gate") else "right"
         )
     for row in comparison.rows:
-        ci = "-" if row.ci_low is None or row.ci_high is None else f"[{row.ci_low:+.4f}, {row.ci_high:+.4f}]"
         gate = "-" if row.gate is None else ("REGRESSION" if row.regression else "ok")
         table.add_row(
             row.dataset,
             row.metric,
-            _num(row.baseline),
-            _num(row.candidate),
-            "-" if row.delta is None else f"{row.delta:+.4f}",
-            ci,
-            "-" if row.p_value is None else f"{row.p_value:.3g}",
+            num(row.baseline),
+            num(row.candidate),
+            num(row.delta, "+.4f"),
+            ci(row.ci_low, row.ci_high, "+.4f"),
+            num(row.p_value, ".3g"),
             row.test,
             str(len(row.worsened)),
             str(len(row.improved)),
@@ -207,7 +201,3 @@ def comparison_table(comparison: Any) -> Table:
             style="red" if row.regression else None,
         )
     return table
-
-
-def _num(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4f}"

@@ -21,16 +21,15 @@ from posteval.db.models import Dataset, ExampleScore
 from posteval.errors import InputError
 from posteval.judging.baseline import baseline_for
 from posteval.judging.compare import Comparison, compare_runs
+from posteval.numbers import ci, num
 from posteval.views.plots import loss_curve_png
 from posteval.views.report_data import Examples, ReportRun, load_run
 from posteval.views.report_html import (
     Html,
     badge,
-    ci,
     join,
     matrix,
     note,
-    num,
     page,
     png,
     table,
@@ -38,7 +37,7 @@ from posteval.views.report_html import (
     text,
     when,
 )
-from posteval.views.run_details import detail_table
+from posteval.views.run_details import detail_table, forgetting_table
 
 WORST = 10  # worst examples shown per dataset
 FLIPS = 20  # flipped examples shown per direction and dataset
@@ -97,23 +96,9 @@ def _overfitting(report: dict[str, Any]) -> list[object]:
 
 
 def _forgetting(report: dict[str, Any]) -> list[object]:
-    changes = report["details"].get("changes", [])
-    rows = [
-        (
-            c["dataset"],
-            c["metric"],
-            num(c["base"], ".4g"),
-            num(c["tuned"], ".4g"),
-            num(c["relative_worsening"], "+.1%"),
-            num(c["p_value"], ".2g"),
-            c["test"],
-            num(c["forgotten_share"], ".1%"),
-        )
-        for c in changes
-    ]
-    headers = ["dataset", "metric", "base", "fine-tune", "worse by", "p", "test", "forgotten"]
+    (headers, rows), forgets = forgetting_table(report["details"].get("changes", []))
     heading = tag("h3", join(["Forgetting vs the base ", badge(report["verdict"])]))
-    return [heading, tag("p", report["reason"]), table(headers, rows, bad=[c["forgets"] for c in changes])]
+    return [heading, tag("p", report["reason"]), table(headers, rows, bad=forgets)]
 
 
 def _health(run: ReportRun) -> Html:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import html
-import math
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from importlib import resources
@@ -65,16 +64,6 @@ def matrix(labels: Sequence[object], counts: Sequence[Sequence[int]]) -> Html:
         f'<table class="matrix"><thead><tr><th>true \\ predicted</th>{head}</tr></thead>'
         f"<tbody>{body}</tbody></table>"
     )
-
-
-def num(value: float | None, spec: str = ".4f") -> str:
-    """A number in ``spec``, or a dash for a missing or undefined one."""
-    return "-" if value is None or math.isnan(value) else format(value, spec)
-
-
-def ci(low: float | None, high: float | None, spec: str = ".4f") -> str:
-    """A confidence interval as ``[low, high]``, or a dash."""
-    return "-" if low is None or high is None or math.isnan(low) else f"[{low:{spec}}, {high:{spec}}]"
 
 
 def when(value: datetime | None) -> str:

@@ -1,12 +1,15 @@
 """A run's reports (confusion matrix, per-class table, classification report) as plain tables.
 
 Reports are stored as the run's details, never as metrics; ``runs show``, the HTML report and the flow's
-Prefect artifact all show them through :func:`detail_table`, so the three agree.
+Prefect artifact all show them through :func:`detail_table`, so the three agree. The forgetting verdict's
+per-metric changes are one table the same way (:func:`forgetting_table`), in the terminal and the report.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from posteval.numbers import num
 
 Table = tuple[list[str], list[list[object]]]  # headers, rows
 
@@ -73,3 +76,24 @@ def markdown(reports: list[dict[str, Any]]) -> str:
         lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
         parts.append("\n".join(lines) + "\n")
     return "\n".join(parts)
+
+
+FORGETTING_HEADERS = ["dataset", "metric", "base", "fine-tune", "worse by", "p", "test", "forgotten"]
+
+
+def forgetting_table(changes: list[dict[str, Any]]) -> tuple[Table, list[bool]]:
+    """The forgetting report's changes as (headers, rows) of text, and which rows forget (shown as bad)."""
+    rows: list[list[object]] = [
+        [
+            c["dataset"],
+            c["metric"],
+            num(c["base"], ".4g"),
+            num(c["tuned"], ".4g"),
+            num(c["relative_worsening"], "+.1%"),
+            num(c["p_value"], ".2g"),
+            c["test"],
+            num(c["forgotten_share"], ".1%"),
+        ]
+        for c in changes
+    ]
+    return (list(FORGETTING_HEADERS), rows), [bool(c["forgets"]) for c in changes]
