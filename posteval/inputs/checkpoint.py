@@ -102,17 +102,27 @@ def content_files(folder: Path) -> list[Path]:
     return sorted({*weights, *extra})
 
 
-def read_trainer_state(folder: Path) -> dict[str, Any] | None:
-    """The Trainer's trainer_state.json, or None when absent or unreadable (logged, never fatal)."""
+def load_trainer_state(folder: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """The Trainer's trainer_state.json as a dict, or None and why: the one reader of that file (the
+    training step at resolve time and the loss history for the health check both come through here)."""
     path = folder / "trainer_state.json"
     if not path.is_file():
-        return None
+        return None, f"no trainer_state.json in {folder}"
     try:
         state = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        log.warning("ignoring unreadable %s: %s", path, exc)
-        return None
-    return state if isinstance(state, dict) else None
+        return None, f"malformed {path}: {type(exc).__name__}: {exc}"
+    if not isinstance(state, dict):
+        return None, f"malformed {path}: TypeError: the top level is not an object"
+    return state, None
+
+
+def read_trainer_state(folder: Path) -> dict[str, Any] | None:
+    """The Trainer's trainer_state.json, or None when absent or unreadable (logged, never fatal)."""
+    state, problem = load_trainer_state(folder)
+    if problem and (folder / "trainer_state.json").is_file():
+        log.warning("ignoring unreadable %s", problem.removeprefix("malformed "))
+    return state
 
 
 def adapter_base_path(folder: Path, override: str | Path | None = None) -> Path:

@@ -13,13 +13,14 @@ The rules, in order (thresholds are the suite's ``training_health`` options):
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from posteval.inputs.checkpoint import load_trainer_state
 
 Verdict = Literal["healthy", "overfitting", "underfitting", "unknown"]
 
@@ -66,16 +67,14 @@ class HealthReport:
 
 def read_loss_history(folder: Path) -> tuple[list[LossPoint], str | None]:
     """The (train and eval) loss points of a checkpoint's trainer_state.json, and why there are none."""
-    path = folder / "trainer_state.json"
-    if not path.is_file():
-        return [], f"no trainer_state.json in {folder}"
-    try:
-        state = json.loads(path.read_text())
-        history = state["log_history"]
-        if not isinstance(history, list):
-            raise TypeError("log_history is not a list")
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        return [], f"malformed {path}: {type(exc).__name__}: {exc}"
+    state, problem = load_trainer_state(folder)
+    if state is None:
+        return [], problem
+    history = state.get("log_history")
+    if not isinstance(history, list):
+        what = "no log_history" if "log_history" not in state else "log_history is not a list"
+        kind = "KeyError" if "log_history" not in state else "TypeError"
+        return [], f"malformed {folder / 'trainer_state.json'}: {kind}: {what}"
     points = []
     for entry in history:
         if not isinstance(entry, dict) or not isinstance(entry.get("step"), int):
