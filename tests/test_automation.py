@@ -390,3 +390,33 @@ def test_compose_runs_postgres_with_both_databases_the_prefect_server_and_a_work
     assert worker_env["PREFECT_API_URL"] == "http://prefect-server:4200/api"
     init = (ROOT / "docker" / "initdb" / "create-databases.sql").read_text()
     assert "CREATE DATABASE posteval" in init and "CREATE DATABASE prefect" in init
+
+
+BASE = """\
+name: r
+allow_incomplete: true
+datasets:
+  - name: qa
+    path: qa.jsonl
+    prompt: "{prompt}"
+    reference: a
+    metrics: {metrics}
+"""
+
+
+def _suite(tmp_path: Path, prompt: str = "Q: {q}", metrics: str = "[exact_match]", extra: str = "") -> Path:
+    path = tmp_path / "suite.yaml"
+    path.write_text(BASE.format(prompt=prompt, metrics=metrics) + extra)
+    return path
+
+
+def test_deployments_never_carry_the_database_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from posteval.flows.deployments import deployments
+
+    suite = _suite(tmp_path)
+    monkeypatch.setenv("POSTEVAL_DATABASE_URL", "postgresql+psycopg://user:secret@db/posteval")
+    built = deployments([str(suite)], task_runner="dask", dask_address="tcp://h:8786")
+    assert [sorted(d.parameters) for d in built] == [
+        ["dask_address", "task_runner"],
+        ["dask_address", "suites", "task_runner"],
+    ]

@@ -8,6 +8,7 @@ import os
 import shutil
 from pathlib import Path
 
+import pytest
 from safetensors.torch import load_file, save_file
 
 from posteval.db import repo
@@ -15,7 +16,7 @@ from posteval.db.engine import session_scope
 from posteval.hashing import FileHashCache
 from posteval.inputs.checkpoint import resolve_checkpoint
 from posteval.inputs.suite import load_suite
-from posteval.pipeline import load, prepare_dataset, register_run
+from posteval.pipeline import config_hash, load, prepare_dataset, register_run
 
 SUITE = """\
 name: stale
@@ -95,3 +96,83 @@ def test_a_dataset_copied_over_with_preserved_times_is_loaded_again(tmp_path: Pa
     reloaded = load(spec)
     assert reloaded.rows == [{"q": "z", "a": "w"}]
     assert prepare_dataset(spec).fingerprint == reloaded.fingerprint
+
+
+BASE = """\
+name: r
+allow_incomplete: true
+datasets:
+  - name: qa
+    path: qa.jsonl
+    prompt: "{prompt}"
+    reference: a
+    metrics: {metrics}
+"""
+
+
+def _suite(tmp_path: Path, prompt: str = "Q: {q}", metrics: str = "[exact_match]", extra: str = "") -> Path:
+    path = tmp_path / "suite.yaml"
+    path.write_text(BASE.format(prompt=prompt, metrics=metrics) + extra)
+    return path
+
+
+def test_the_cache_key_follows_the_key_field_and_the_prompt(
+    tmp_path: Path, finetuned_checkpoint: Path
+) -> None:
+    checkpoint = resolve_checkpoint(finetuned_checkpoint)
+    suite = load_suite(_suite(tmp_path)).suite
+    spec = suite.datasets[0]
+    base = config_hash(suite, spec, checkpoint)
+    assert config_hash(suite, spec.model_copy(update={"key": "id"}), checkpoint) != base
+    assert config_hash(suite, spec.model_copy(update={"prompt": "Question: {q}"}), checkpoint) != base
+    assert config_hash(suite, spec, checkpoint) == base
+
+
+def test_outputs_stored_twice_keep_the_first(db_url: str) -> None:
+    with session_scope(db_url) as session:
+        repo.add_predictions(session, "c" * 64, "d" * 64, "h" * 64, [("k1", "first", {}), ("k2", "b", {})])
+    with session_scope(db_url) as session:  # a second worker that computed the same example
+        repo.add_predictions(session, "c" * 64, "d" * 64, "h" * 64, [("k1", "second", {}), ("k3", "c", {})])
+    with session_scope(db_url) as session:
+        stored = repo.cached_outputs(session, "c" * 64, "d" * 64, "h" * 64)
+    assert {k: v.output for k, v in stored.items()} == {"k1": "first", "k2": "b", "k3": "c"}
+    with session_scope(db_url) as session:  # and again: nothing new, nothing replaced
+        repo.add_predictions(session, "c" * 64, "d" * 64, "h" * 64, [("k1", "third", {})])
+        assert len(repo.cached_keys(session, "c" * 64, "d" * 64, "h" * 64)) == 3
+
+
+def test_an_edited_dataset_is_loaded_again_in_the_same_process(tmp_path: Path) -> None:
+    import os
+
+    from posteval.pipeline import load
+
+    data = tmp_path / "qa.jsonl"
+    data.write_text('{"q": "x", "a": "y"}\n')
+    spec = load_suite(_suite(tmp_path)).suite.datasets[0]
+    first = load(spec)
+    data.write_text('{"q": "x", "a": "y"}\n{"q": "w", "a": "v"}\n')
+    os.utime(data, ns=(first_mtime := data.stat().st_mtime_ns + 10_000_000, first_mtime))
+    second = load(spec)
+    assert (len(first), len(second)) == (1, 2)
+    assert second.fingerprint != first.fingerprint
+
+
+def test_a_change_of_dtype_makes_a_new_run(
+    tmp_path: Path, finetuned_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from posteval.pipeline import idempotency_key, prepare_dataset
+    from posteval.settings import get_settings
+
+    (tmp_path / "qa.jsonl").write_text('{"q": "x", "a": "y"}\n')
+    loaded = load_suite(_suite(tmp_path))
+    checkpoint = resolve_checkpoint(finetuned_checkpoint)
+    datasets = [prepare_dataset(spec) for spec in loaded.suite.datasets]
+    fp32 = idempotency_key(checkpoint, loaded, datasets)
+    monkeypatch.setenv("POSTEVAL_DTYPE", "bf16")
+    get_settings.cache_clear()
+    try:
+        assert idempotency_key(checkpoint, loaded, datasets) != fp32
+    finally:
+        monkeypatch.delenv("POSTEVAL_DTYPE")
+        get_settings.cache_clear()
+    assert idempotency_key(checkpoint, loaded, datasets) == fp32

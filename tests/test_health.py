@@ -6,7 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, select
+from sqlalchemy.orm import Session
 
+from posteval.db import repo
+from posteval.db.engine import session_scope
+from posteval.db.models import LossPoint as LossPointRow
+from posteval.inputs.checkpoint import resolve_checkpoint
 from posteval.judging.health import (
     HealthOptions,
     LossPoint,
@@ -139,3 +145,19 @@ def test_real_trainer_history_of_the_overfit_fine_tune_is_overfitting(overfit_ch
     assert report.verdict == "overfitting"
     assert report.final_eval_loss is not None and report.best_eval_loss is not None
     assert report.final_eval_loss > report.best_eval_loss
+
+
+def test_a_step_logged_twice_is_stored_once_with_its_last_value(
+    db_url: str, finetuned_checkpoint: Path
+) -> None:
+    info = resolve_checkpoint(finetuned_checkpoint)
+    with session_scope(db_url) as session:
+        checkpoint_id = repo.upsert_checkpoint(session, info).id
+        repo.save_loss_points(session, checkpoint_id, [(99_999, "eval", 1.0), (99_999, "eval", 0.5)])
+    engine = create_engine(db_url)
+    with Session(engine) as session:
+        values = session.scalars(
+            select(LossPointRow.value).filter_by(checkpoint_id=checkpoint_id, split="eval", step=99_999)
+        ).all()
+    engine.dispose()
+    assert values == [0.5]

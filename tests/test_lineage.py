@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pandas as pd
 
@@ -12,6 +13,7 @@ from posteval.db import queries
 from posteval.db.engine import session_scope
 from posteval.db.lineage import in_lineage_order, lineage_key
 from posteval.db.models import Checkpoint, Dataset, EvalRun, Metric, Suite
+from posteval.inputs.checkpoint import resolve_checkpoint
 from posteval.judging import nightly
 from posteval.judging.baseline import baseline_for
 
@@ -102,3 +104,16 @@ def test_history_lists_runs_in_the_same_order(db_url: str) -> None:
     made = _lineage(db_url)
     frame = queries.metric_history("accuracy", model=made["model"], database_url=db_url)
     assert list(frame["run_id"]) == [made["stepless"], made["first"], made["second"]]
+
+
+def test_a_given_step_orders_a_final_model_without_a_training_log(
+    tmp_path: Path, finetuned_checkpoint: Path
+) -> None:
+    import shutil
+
+    final = tmp_path / "final"
+    shutil.copytree(finetuned_checkpoint, final)
+    (final / "trainer_state.json").unlink()
+    assert resolve_checkpoint(final).training_step is None
+    assert resolve_checkpoint(final, step=240).training_step == 240
+    assert resolve_checkpoint(finetuned_checkpoint).training_step == 240  # from trainer_state.json

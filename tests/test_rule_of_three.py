@@ -89,3 +89,14 @@ def test_health_samples_become_token_loss_datasets_with_resolved_paths(tmp_path:
         ("train-sample", "perplexity", tmp_path / "train.jsonl", "{q} {a}", 5, ["token_loss"]),
         ("validation", "perplexity", tmp_path / "val.jsonl", "{q} {a}", None, ["token_loss"]),
     ]
+
+
+def test_token_loss_alone_is_not_an_overfitting_detector(tmp_path: Path) -> None:
+    path = tmp_path / "suite.yaml"
+    path.write_text(
+        "name: r\ndatasets:\n"
+        "  - {name: t, path: t.jsonl, prompt: '{q}', reference: a, metrics: [exact_match]}\n"
+        "  - {name: g, path: g.jsonl, kind: perplexity, general: true, metrics: [perplexity, token_loss]}\n"
+    )
+    with pytest.raises(SuiteError, match=r"the suite lacks an overfitting detector"):
+        load_suite(path)

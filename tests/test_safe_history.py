@@ -19,10 +19,21 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from posteval.db import claims, repo
 from posteval.db.engine import session_scope
 from posteval.db.migrate import alembic_config
-from posteval.db.models import Baseline, Checkpoint, EvalRun, ExampleScore, Metric, Prediction, utcnow
+from posteval.db.models import (
+    Baseline,
+    Checkpoint,
+    EvalRun,
+    ExampleScore,
+    Metric,
+    Prediction,
+    utcnow,
+)
 from posteval.db.retry import is_transient, retry_transient
 from posteval.db.types import MARKER, decode_text, encode_text
-from posteval.errors import DatabaseError, RunTakenOver, short_error
+from posteval.errors import DatabaseError, RunnerError, RunTakenOver, short_error
+from posteval.inputs.checkpoint import resolve_checkpoint
+from posteval.inputs.suite import load_suite
+from posteval.pipeline import register_run
 
 
 def _run(session, *, status: str = "pending") -> str:  # type: ignore[no-untyped-def]
@@ -369,3 +380,40 @@ def test_runs_reset_on_the_command_line(tmp_path: Path) -> None:
     again = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
     assert again.stdout.strip() == f"run {run_id[:12]} is failed: nothing to reset"
     assert _status(url, run_id) == ("failed", None, "reset by operator (posteval runs reset)")
+
+
+BASE = """\
+name: r
+allow_incomplete: true
+datasets:
+  - name: qa
+    path: qa.jsonl
+    prompt: "{prompt}"
+    reference: a
+    metrics: {metrics}
+"""
+
+
+def _suite(tmp_path: Path, prompt: str = "Q: {q}", metrics: str = "[exact_match]", extra: str = "") -> Path:
+    path = tmp_path / "suite.yaml"
+    path.write_text(BASE.format(prompt=prompt, metrics=metrics) + extra)
+    return path
+
+
+def test_a_second_flow_cannot_claim_a_running_run(
+    tmp_path: Path, finetuned_checkpoint: Path, sqlite_url: str
+) -> None:
+    (tmp_path / "qa.jsonl").write_text('{"q": "x", "a": "y"}\n')
+    loaded = load_suite(_suite(tmp_path))
+    checkpoint = resolve_checkpoint(finetuned_checkpoint, model_name="claims")
+    from posteval.pipeline import prepare_dataset
+
+    datasets = [prepare_dataset(spec) for spec in loaded.suite.datasets]
+    first = register_run(
+        checkpoint, loaded, datasets, trigger="event", flow_run_id="A", database_url=sqlite_url
+    )
+    assert first.status == "running"
+    with pytest.raises(
+        RunnerError, match=rf"run {first.run_id} .* is already being evaluated \(flow run A\)"
+    ):
+        register_run(checkpoint, loaded, datasets, trigger="event", flow_run_id="B", database_url=sqlite_url)
