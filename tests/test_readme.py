@@ -54,7 +54,7 @@ def readme_folder(
 
 def test_readme_suite_loads_as_written(readme_folder: Path) -> None:
     loaded = load_suite(readme_folder / "suite.yaml")
-    assert [d.name for d in loaded.suite.datasets] == ["contract-type", "general-text"]
+    assert [d.name for d in loaded.suite.datasets] == ["contract-type", "contract-choice", "general-text"]
     assert list(loaded.suite.gates) == ["contract-type/accuracy"]
 
 
