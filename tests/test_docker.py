@@ -198,6 +198,33 @@ def _wait_for_stored_run(env: dict[str, str], logs: Any) -> list[dict[str, Any]]
     raise AssertionError(f"no finished run for {MODEL} after {RUN_TIMEOUT_S}s: {runs}\n{logs()}")
 
 
+def _wait_for_health(project: str, services: tuple[str, ...], timeout_s: float = 120) -> dict[str, str]:
+    """Each service's health status once all are healthy (or as they stand after ``timeout_s``)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status = {}
+        for service in services:
+            ids = _run(
+                [
+                    "docker",
+                    "ps",
+                    "-q",
+                    "--filter",
+                    f"label=com.docker.compose.project={project}",
+                    "--filter",
+                    f"label=com.docker.compose.service={service}",
+                ]
+            ).stdout.split()
+            health = [
+                _run(["docker", "inspect", "--format", "{{.State.Health.Status}}", cid]).stdout.strip()
+                for cid in ids
+            ]
+            status[service] = ",".join(health) or "missing"
+        if all(value == "healthy" for value in status.values()) or time.monotonic() > deadline:
+            return status
+        time.sleep(3)
+
+
 @pytest.mark.docker
 @pytest.mark.usefixtures("docker_available")
 def test_the_stack_evaluates_a_checkpoint_from_a_training_completed_event(shared_folder: Path) -> None:
@@ -208,8 +235,26 @@ def test_the_stack_evaluates_a_checkpoint_from_a_training_completed_event(shared
     user = _run(["docker", "run", "--rm", IMAGE, "id", "-u"]).stdout.strip()
     assert user != "0", "the worker image must not run as root"
     assert "Usage: posteval" in _run(["docker", "run", "--rm", IMAGE, "posteval", "--help"]).stdout
+    installed = _run(
+        [
+            "docker",
+            "run",
+            "--rm",
+            "-w",
+            "/",
+            IMAGE,
+            "python",
+            "-c",
+            "import posteval; print(posteval.__file__)",
+        ]
+    )
+    assert installed.stdout.strip() == "/opt/venv/lib/python3.11/site-packages/posteval/__init__.py"
     history = _run(["docker", "history", "--no-trunc", "--format", "{{.CreatedBy}}", IMAGE]).stdout
-    assert "127.0.0.1" not in history and "ca-certificates.crt" not in history
+    config = _run(["docker", "image", "inspect", "--format", "{{json .Config.Env}}", IMAGE]).stdout
+    for local in ("127.0.0.1", "ca-certificates.crt", "/opt/wheels", "/run/secrets/ca-bundle"):
+        assert local not in history and local not in config, local
+    for setting in ("PIP_CERT", "PIP_CONFIG_FILE", "PIP_FIND_LINKS", "PIP_INDEX_URL", "PROXY"):
+        assert setting not in config.upper(), config
     pip_config = _run(["docker", "run", "--rm", IMAGE, "pip", "config", "list"]).stdout
     assert "cert" not in pip_config and "find-links" not in pip_config, pip_config
 
@@ -254,6 +299,7 @@ def test_the_stack_evaluates_a_checkpoint_from_a_training_completed_event(shared
     try:
         up = _run([*compose, "up", "-d", "--no-build"], env=stack_env, timeout=600, check=False)
         assert up.returncode == 0, f"compose up failed:\n{up.stderr[-4000:]}\n{logs()}"
+        assert set(_leftovers(project)) == {"containers", "networks", "volumes"}  # what down must remove
 
         # 4. the event, from the host, with the paths the workers see
         _posteval(
@@ -264,7 +310,14 @@ def test_the_stack_evaluates_a_checkpoint_from_a_training_completed_event(shared
             ("succeeded", "event", "/checkpoints/tiny", "docker-smoke")
         ], f"{runs}\n{logs()}"
 
-        # 5. the same row, read straight from the stack's PostgreSQL with psycopg
+        # 5. the long-running services report healthy through their own health checks
+        assert _wait_for_health(project, ("postgres", "prefect-server", "worker")) == {
+            "postgres": "healthy",
+            "prefect-server": "healthy",
+            "worker": "healthy",
+        }, logs()
+
+        # 6. the same row, read straight from the stack's PostgreSQL with psycopg
         import psycopg
 
         with psycopg.connect(f"postgresql://posteval:posteval@127.0.0.1:{pg_port}/posteval") as conn:
