@@ -9,7 +9,7 @@
 # Settings (environment): POSTEVAL_BASE_IMAGE (posteval-base:bookworm), POSTGRES_IMAGE
 # (posteval-postgres:bookworm), DEBIAN_MIRROR (http://deb.debian.org/debian), PIP_BUILD_CA
 # (/etc/ssl/certs/ca-certificates.crt), PIP_BUILD_WHEELS (/opt/wheels), PIP_BUILD_INDEX_URL
-# (https://pypi.org/simple; the torch CPU wheel comes from PIP_BUILD_WHEELS), DOCKER (a BuildKit-capable
+# (https://pypi.org/simple; with a wheel folder, also where torch's dependencies come from), DOCKER (a BuildKit-capable
 # docker CLI; found on PATH when unset).
 set -euo pipefail
 variant=${1:-cpu}
@@ -73,8 +73,12 @@ if [ -d "$wheels" ]; then
   wheel_server=$!
   for _ in $(seq 50); do python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/')" 2>/dev/null && break; sleep 0.1; done
   echo "find-links = http://127.0.0.1:$port/" >>"$secrets/pip.conf"
+  # the CPU torch wheel is in that folder; its dependencies come from the index
+  torch_index=(--build-arg TORCH_CPU_INDEX_URL="$index")
+else
+  torch_index=()  # PyTorch's CPU index, the Dockerfile's default
 fi
 "$docker" build --network host \
   --secret id=pip.conf,src="$secrets/pip.conf" --secret id=ca-bundle,src="$ca" \
-  --build-arg BASE_IMAGE="$base" --build-arg TORCH_VARIANT="$variant" --build-arg TORCH_CPU_INDEX_URL="$index" \
+  --build-arg BASE_IMAGE="$base" --build-arg TORCH_VARIANT="$variant" "${torch_index[@]}" \
   -f "$root/docker/Dockerfile" -t "posteval:$variant" "$root"
