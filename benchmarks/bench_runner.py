@@ -34,7 +34,6 @@ from typing import Any, TypeVar, cast
 import torch
 
 from posteval import pipeline
-from posteval.cli.toymodel import EXAMPLES_DIR, build_base_model, finetune, load_jsonl
 from posteval.db.migrate import upgrade
 from posteval.evaluators import EvalInputs
 from posteval.inputs.checkpoint import resolve_checkpoint
@@ -43,6 +42,7 @@ from posteval.runners import get_runner
 from posteval.runners.base import AUTO_BATCH_START, Batch, GenerationOptions
 from posteval.runners.hf import HFRunner
 from posteval.settings import get_settings
+from posteval.toymodel import EXAMPLES_DIR, build_base_model, finetune, load_jsonl
 
 T = TypeVar("T")
 CHECKPOINT_CACHE = Path(tempfile.gettempdir()) / "posteval-bench-checkpoint"

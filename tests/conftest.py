@@ -107,7 +107,7 @@ def prefect_harness() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def base_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny GPT-2 base model with its own tokenizer, built locally (no hub)."""
-    from posteval.cli.toymodel import build_base_model
+    from posteval.toymodel import build_base_model
 
     return build_base_model(tmp_path_factory.mktemp("models") / "base")
 
@@ -115,7 +115,7 @@ def base_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def finetuned_checkpoint(base_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The base fine-tuned on the bundled contract clauses as the demo does (trainer_state.json included)."""
-    from posteval.cli.toymodel import finetune
+    from posteval.toymodel import finetune
 
     return finetune(base_checkpoint, tmp_path_factory.mktemp("models") / "contracts-ft")
 
@@ -123,6 +123,6 @@ def finetuned_checkpoint(base_checkpoint: Path, tmp_path_factory: pytest.TempPat
 @pytest.fixture(scope="session")
 def overfit_checkpoint(base_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The base fine-tuned far too long on 12 clauses: validation loss turns and rises."""
-    from posteval.cli.toymodel import finetune_overfit
+    from posteval.toymodel import finetune_overfit
 
     return finetune_overfit(base_checkpoint, tmp_path_factory.mktemp("models") / "contracts-overfit")

@@ -178,8 +178,9 @@ def shared_prefect_api() -> Iterator[str]:
     """One Prefect API server for concurrent evaluations (each would otherwise start its own)."""
     from prefect.server.api.server import SubprocessASGIServer
 
-    server = SubprocessASGIServer()
-    server.start(timeout=120)
+    # Its own port: SubprocessASGIServer() without one is the singleton prefect_test_harness also uses.
+    server = SubprocessASGIServer(port=_free_port())
+    server.start(timeout=180)
     try:
         yield server.api_url
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from collections.abc import Iterator
@@ -40,6 +41,18 @@ def readme_folder(
     """A folder laid out as the README's blocks assume: the suite, its data, checkpoints/base, runs/ft-1."""
     for name in ("heldout.jsonl", "general.jsonl", "train.jsonl", "validation.jsonl"):
         shutil.copy(EXAMPLES / name, tmp_path / name)
+    # choices.jsonl as the README's comment describes its rows: per-row options and the gold as an index.
+    labels = ["lease", "nda", "employment"]
+    with (tmp_path / "choices.jsonl").open("w") as out:
+        for line in (EXAMPLES / "heldout.jsonl").read_text().splitlines():
+            row = json.loads(line)
+            options = [row["label"], labels[(labels.index(row["label"]) + 1) % 3]][
+                :: 1 if len(line) % 2 else -1
+            ]
+            out.write(
+                json.dumps({"text": row["text"], "options": options, "answer": options.index(row["label"])})
+            )
+            out.write("\n")
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "base").symlink_to(base_checkpoint, target_is_directory=True)
     (tmp_path / "runs").mkdir()
@@ -54,7 +67,7 @@ def readme_folder(
 
 def test_readme_suite_loads_as_written(readme_folder: Path) -> None:
     loaded = load_suite(readme_folder / "suite.yaml")
-    assert [d.name for d in loaded.suite.datasets] == ["contract-type", "general-text"]
+    assert [d.name for d in loaded.suite.datasets] == ["contract-type", "contract-choice", "general-text"]
     assert list(loaded.suite.gates) == ["contract-type/accuracy"]
 
 

@@ -1,4 +1,4 @@
-"""posteval.cli.toymodel builds a base model and fine-tunes it into a complete, working checkpoint folder."""
+"""posteval.toymodel builds a base model and fine-tunes it into a complete, working checkpoint folder."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-from posteval.cli import toymodel
+from posteval import toymodel
 
 # Measured with the defaults: 54/54 held-out clauses right (seed 0), 53/54 with seeds 1, 2 and 3;
 # the threshold needs 44/54.

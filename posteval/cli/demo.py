@@ -15,9 +15,9 @@ from pathlib import Path
 import yaml
 from rich.console import Console
 
-from posteval.cli.toymodel import EXAMPLES_DIR, build_base_model, finetune, finetune_overfit
 from posteval.errors import GateFailed
 from posteval.settings import get_settings
+from posteval.toymodel import EXAMPLES_DIR, build_base_model, finetune, finetune_overfit
 
 DEMO_SUITE = EXAMPLES_DIR / "suite.yaml"
 DEMO_MODEL = "contracts-demo"

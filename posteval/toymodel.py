@@ -36,7 +36,7 @@ PROMPT_TEMPLATE = "Clause: {text}\nType:"
 COMPLETION_TEMPLATE = " {label}\n"
 EOS_TOKEN = "<|endoftext|>"
 LABELS = ("lease", "nda", "employment")
-EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples" / "contracts"
+EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples" / "contracts"
 MAX_POSITIONS = 128
 IGNORE_INDEX = -100  # label id the loss skips: padding, and the prompt when fine-tuning
 
