@@ -43,3 +43,24 @@ def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
     """Write ``rows`` as JSON lines."""
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     return path
+
+
+SMALL_SUITE = """\
+name: r
+allow_incomplete: true
+datasets:
+  - name: qa
+    path: qa.jsonl
+    prompt: "{prompt}"
+    reference: a
+    metrics: {metrics}
+"""
+
+
+def small_suite(
+    tmp_path: Path, prompt: str = "Q: {q}", metrics: str = "[exact_match]", extra: str = ""
+) -> Path:
+    """A one-dataset suite at ``tmp_path/suite.yaml`` (qa.jsonl, fields q and a) for edge-case tests."""
+    path = tmp_path / "suite.yaml"
+    path.write_text(SMALL_SUITE.format(prompt=prompt, metrics=metrics) + extra)
+    return path

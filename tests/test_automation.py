@@ -38,7 +38,7 @@ from posteval.automation import (
 )
 from posteval.db.models import Checkpoint, EvalRun, Metric
 from posteval.errors import CheckpointError, InputError
-from tests.helpers import heldout_rows, write_jsonl
+from tests.helpers import heldout_rows, small_suite, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 SUITE = """\
@@ -392,28 +392,10 @@ def test_compose_runs_postgres_with_both_databases_the_prefect_server_and_a_work
     assert "CREATE DATABASE posteval" in init and "CREATE DATABASE prefect" in init
 
 
-BASE = """\
-name: r
-allow_incomplete: true
-datasets:
-  - name: qa
-    path: qa.jsonl
-    prompt: "{prompt}"
-    reference: a
-    metrics: {metrics}
-"""
-
-
-def _suite(tmp_path: Path, prompt: str = "Q: {q}", metrics: str = "[exact_match]", extra: str = "") -> Path:
-    path = tmp_path / "suite.yaml"
-    path.write_text(BASE.format(prompt=prompt, metrics=metrics) + extra)
-    return path
-
-
 def test_deployments_never_carry_the_database_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from posteval.flows.deployments import deployments
 
-    suite = _suite(tmp_path)
+    suite = small_suite(tmp_path)
     monkeypatch.setenv("POSTEVAL_DATABASE_URL", "postgresql+psycopg://user:secret@db/posteval")
     built = deployments([str(suite)], task_runner="dask", dask_address="tcp://h:8786")
     assert [sorted(d.parameters) for d in built] == [

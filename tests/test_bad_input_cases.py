@@ -23,6 +23,7 @@ from posteval.inputs.preflight import preflight
 from posteval.inputs.suite import load_suite
 from posteval.pipeline import register_run
 from posteval.settings import get_settings
+from tests.helpers import small_suite
 
 SUITE = """\
 name: cases
@@ -528,33 +529,15 @@ def test_a_custom_metric_that_cannot_be_imported_is_a_suite_error(
         load_suite(path)
 
 
-BASE = """\
-name: r
-allow_incomplete: true
-datasets:
-  - name: qa
-    path: qa.jsonl
-    prompt: "{prompt}"
-    reference: a
-    metrics: {metrics}
-"""
-
-
-def _suite(tmp_path: Path, prompt: str = "Q: {q}", metrics: str = "[exact_match]", extra: str = "") -> Path:
-    path = tmp_path / "suite.yaml"
-    path.write_text(BASE.format(prompt=prompt, metrics=metrics) + extra)
-    return path
-
-
 def test_jsonl_errors_name_the_file_line_past_blank_lines(tmp_path: Path) -> None:
     (tmp_path / "qa.jsonl").write_text('{"q": "x", "a": "y"}\n\n\n{"a": "z"}\n')
     with pytest.raises(DatasetError, match=rf"{tmp_path / 'qa.jsonl'}:4: missing field\(s\) \['q'\]"):
-        load_dataset(load_suite(_suite(tmp_path)).suite.datasets[0])
+        load_dataset(load_suite(small_suite(tmp_path)).suite.datasets[0])
 
 
 def test_csv_errors_name_the_file_line_after_the_header(tmp_path: Path) -> None:
     (tmp_path / "qa.csv").write_text("q,a\nx,y\n,z\n")
-    path = _suite(tmp_path)
+    path = small_suite(tmp_path)
     path.write_text(path.read_text().replace("qa.jsonl", "qa.csv"))
     with pytest.raises(DatasetError, match=rf"{tmp_path / 'qa.csv'}:3: missing field\(s\) \['q'\]"):
         load_dataset(load_suite(path).suite.datasets[0])
@@ -562,7 +545,7 @@ def test_csv_errors_name_the_file_line_after_the_header(tmp_path: Path) -> None:
 
 def test_an_overlong_key_is_refused_before_it_reaches_the_database(tmp_path: Path) -> None:
     (tmp_path / "qa.jsonl").write_text(json.dumps({"q": "x", "a": "y", "id": "k" * 300}) + "\n")
-    path = _suite(tmp_path)
+    path = small_suite(tmp_path)
     path.write_text(path.read_text().replace("    reference: a\n", "    reference: a\n    key: id\n"))
     with pytest.raises(DatasetError, match=r"key field 'id' is 300 characters long \(at most 255\)"):
         load_dataset(load_suite(path).suite.datasets[0])

@@ -17,6 +17,7 @@ from posteval.hashing import FileHashCache
 from posteval.inputs.checkpoint import resolve_checkpoint
 from posteval.inputs.suite import load_suite
 from posteval.pipeline import config_hash, load, prepare_dataset, register_run
+from tests.helpers import small_suite
 
 SUITE = """\
 name: stale
@@ -98,29 +99,11 @@ def test_a_dataset_copied_over_with_preserved_times_is_loaded_again(tmp_path: Pa
     assert prepare_dataset(spec).fingerprint == reloaded.fingerprint
 
 
-BASE = """\
-name: r
-allow_incomplete: true
-datasets:
-  - name: qa
-    path: qa.jsonl
-    prompt: "{prompt}"
-    reference: a
-    metrics: {metrics}
-"""
-
-
-def _suite(tmp_path: Path, prompt: str = "Q: {q}", metrics: str = "[exact_match]", extra: str = "") -> Path:
-    path = tmp_path / "suite.yaml"
-    path.write_text(BASE.format(prompt=prompt, metrics=metrics) + extra)
-    return path
-
-
 def test_the_cache_key_follows_the_key_field_and_the_prompt(
     tmp_path: Path, finetuned_checkpoint: Path
 ) -> None:
     checkpoint = resolve_checkpoint(finetuned_checkpoint)
-    suite = load_suite(_suite(tmp_path)).suite
+    suite = load_suite(small_suite(tmp_path)).suite
     spec = suite.datasets[0]
     base = config_hash(suite, spec, checkpoint)
     assert config_hash(suite, spec.model_copy(update={"key": "id"}), checkpoint) != base
@@ -148,7 +131,7 @@ def test_an_edited_dataset_is_loaded_again_in_the_same_process(tmp_path: Path) -
 
     data = tmp_path / "qa.jsonl"
     data.write_text('{"q": "x", "a": "y"}\n')
-    spec = load_suite(_suite(tmp_path)).suite.datasets[0]
+    spec = load_suite(small_suite(tmp_path)).suite.datasets[0]
     first = load(spec)
     data.write_text('{"q": "x", "a": "y"}\n{"q": "w", "a": "v"}\n')
     os.utime(data, ns=(first_mtime := data.stat().st_mtime_ns + 10_000_000, first_mtime))
@@ -164,7 +147,7 @@ def test_a_change_of_dtype_makes_a_new_run(
     from posteval.settings import get_settings
 
     (tmp_path / "qa.jsonl").write_text('{"q": "x", "a": "y"}\n')
-    loaded = load_suite(_suite(tmp_path))
+    loaded = load_suite(small_suite(tmp_path))
     checkpoint = resolve_checkpoint(finetuned_checkpoint)
     datasets = [prepare_dataset(spec) for spec in loaded.suite.datasets]
     fp32 = idempotency_key(checkpoint, loaded, datasets)

@@ -34,6 +34,7 @@ from posteval.errors import DatabaseError, RunnerError, RunTakenOver, short_erro
 from posteval.inputs.checkpoint import resolve_checkpoint
 from posteval.inputs.suite import load_suite
 from posteval.pipeline import register_run
+from tests.helpers import small_suite
 
 
 def _run(session, *, status: str = "pending") -> str:  # type: ignore[no-untyped-def]
@@ -382,29 +383,11 @@ def test_runs_reset_on_the_command_line(tmp_path: Path) -> None:
     assert _status(url, run_id) == ("failed", None, "reset by operator (posteval runs reset)")
 
 
-BASE = """\
-name: r
-allow_incomplete: true
-datasets:
-  - name: qa
-    path: qa.jsonl
-    prompt: "{prompt}"
-    reference: a
-    metrics: {metrics}
-"""
-
-
-def _suite(tmp_path: Path, prompt: str = "Q: {q}", metrics: str = "[exact_match]", extra: str = "") -> Path:
-    path = tmp_path / "suite.yaml"
-    path.write_text(BASE.format(prompt=prompt, metrics=metrics) + extra)
-    return path
-
-
 def test_a_second_flow_cannot_claim_a_running_run(
     tmp_path: Path, finetuned_checkpoint: Path, sqlite_url: str
 ) -> None:
     (tmp_path / "qa.jsonl").write_text('{"q": "x", "a": "y"}\n')
-    loaded = load_suite(_suite(tmp_path))
+    loaded = load_suite(small_suite(tmp_path))
     checkpoint = resolve_checkpoint(finetuned_checkpoint, model_name="claims")
     from posteval.pipeline import prepare_dataset
 

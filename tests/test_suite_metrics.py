@@ -13,6 +13,7 @@ from posteval.errors import CheckpointError, SuiteError
 from posteval.flows.post_training import evaluate_checkpoint
 from posteval.inputs.suite import load_suite
 from posteval.runners.hf import HFRunner
+from tests.helpers import small_suite
 
 SUITE = """\
 name: m
@@ -91,26 +92,8 @@ def test_unloadable_base_model_is_reported_before_any_model_work(
     engine.dispose()
 
 
-BASE = """\
-name: r
-allow_incomplete: true
-datasets:
-  - name: qa
-    path: qa.jsonl
-    prompt: "{prompt}"
-    reference: a
-    metrics: {metrics}
-"""
-
-
-def _suite(tmp_path: Path, prompt: str = "Q: {q}", metrics: str = "[exact_match]", extra: str = "") -> Path:
-    path = tmp_path / "suite.yaml"
-    path.write_text(BASE.format(prompt=prompt, metrics=metrics) + extra)
-    return path
-
-
 def test_two_entries_storing_the_same_metric_are_refused(tmp_path: Path) -> None:
-    path = _suite(tmp_path, metrics="[exact_match, {exact_match: {strip: true}}]")
+    path = small_suite(tmp_path, metrics="[exact_match, {exact_match: {strip: true}}]")
     with pytest.raises(
         SuiteError, match=r"metrics\[1\]: stores the same metric 'exact_match' as datasets\[0\]"
     ):
@@ -118,7 +101,7 @@ def test_two_entries_storing_the_same_metric_are_refused(tmp_path: Path) -> None
 
 
 def test_repeated_labels_are_refused(tmp_path: Path) -> None:
-    path = _suite(tmp_path, metrics="[accuracy]", extra="")
+    path = small_suite(tmp_path, metrics="[accuracy]", extra="")
     path.write_text(
         path.read_text().replace("    reference: a\n", "    reference: a\n    labels: [x, x, y]\n")
     )
@@ -128,12 +111,12 @@ def test_repeated_labels_are_refused(tmp_path: Path) -> None:
 
 def test_a_perplexity_metric_on_a_generated_dataset_is_refused(tmp_path: Path) -> None:
     with pytest.raises(SuiteError, match=r"metric 'perplexity' needs a dataset with kind: perplexity"):
-        load_suite(_suite(tmp_path, metrics="[exact_match, perplexity]"))
+        load_suite(small_suite(tmp_path, metrics="[exact_match, perplexity]"))
 
 
 def test_a_prompt_with_a_format_spec_is_refused_with_the_suite(tmp_path: Path) -> None:
     # Issue 13: format specs are refused when the suite loads (one fitted the old per-row check).
-    path = _suite(tmp_path, prompt="{q:.2f}")
+    path = small_suite(tmp_path, prompt="{q:.2f}")
     with pytest.raises(SuiteError) as info:
         load_suite(path)
     assert str(info.value) == (
