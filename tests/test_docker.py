@@ -241,11 +241,11 @@ def test_the_stack_evaluates_a_checkpoint_from_a_training_completed_event(shared
             "run",
             "--rm",
             "-w",
-            "/",
+            "/app",  # where flow runs start (prefect.yaml's pull step): nothing there may shadow the package
             IMAGE,
             "python",
             "-c",
-            "import posteval; print(posteval.__file__)",
+            "import posteval, posteval.flows.post_training; print(posteval.__file__)",
         ]
     )
     assert installed.stdout.strip() == "/opt/venv/lib/python3.11/site-packages/posteval/__init__.py"
