@@ -11,39 +11,28 @@ from __future__ import annotations
 from datetime import datetime
 
 import pandas as pd
-from sqlalchemy import delete, select
+from sqlalchemy import delete
+from sqlalchemy.orm import Session
 
+from posteval.db import reads
 from posteval.db.engine import session_scope
 from posteval.db.lineage import lineage_key
-from posteval.db.models import Baseline, Checkpoint, EvalRun, Suite
+from posteval.db.models import Baseline
 from posteval.errors import InputError
 
 
-def _runs_of(session: object, model: str, suite: str) -> list[tuple[str, int, int | None, datetime]]:
+def _runs_of(session: Session, model: str, suite: str) -> list[tuple[str, int, int | None, datetime]]:
     """Succeeded runs of ``model`` on ``suite``: (run id, checkpoint id, step, run time), lineage order."""
-    rows = session.execute(  # type: ignore[attr-defined]
-        select(EvalRun.id, Checkpoint.id, Checkpoint.training_step, EvalRun.created_at)
-        .join(Checkpoint, EvalRun.checkpoint_id == Checkpoint.id)
-        .join(Suite, EvalRun.suite_id == Suite.id)
-        .where(EvalRun.model_name == model, Suite.name == suite, EvalRun.status == "succeeded")
-    ).all()
-    return sorted((tuple(r) for r in rows), key=lambda r: lineage_key(r[2], r[3]))
+    return sorted(reads.succeeded_runs(session, model, suite), key=lambda r: lineage_key(r[2], r[3]))
 
 
 def baseline_for(run_id: str, *, database_url: str | None = None) -> str | None:
     """The run ``run_id`` is compared with: the pinned baseline, else the previous run; None if neither."""
     with session_scope(database_url) as session:
-        found = session.execute(
-            select(EvalRun.model_name, Checkpoint.training_step, Suite.name, EvalRun.created_at)
-            .join(Checkpoint, EvalRun.checkpoint_id == Checkpoint.id)
-            .join(Suite, EvalRun.suite_id == Suite.id)
-            .where(EvalRun.id == run_id)
-        ).first()
-        if found is None:
-            raise InputError(f"no run with id {run_id!r}")
-        model, step, suite, created = found
+        found = reads.run_row(session, run_id)
+        model, step, suite, created = found.model, found.step, found.suite, found.created_at
         runs = [r for r in _runs_of(session, model, suite) if r[0] != run_id]
-        pinned = session.scalars(select(Baseline).filter_by(model_name=model, suite_name=suite)).first()
+        pinned = reads.baseline_pin(session, model, suite)
         if pinned is not None and pinned.run_id is not None and pinned.run_id != run_id:
             return pinned.run_id
         if pinned is not None and pinned.checkpoint_id is not None:
@@ -68,12 +57,10 @@ def set_baseline(
     with session_scope(database_url) as session:
         checkpoint_id = None
         if checkpoint_path is not None:
-            checkpoint_id = session.scalars(
-                select(Checkpoint.id).where(Checkpoint.path == checkpoint_path).order_by(Checkpoint.id.desc())
-            ).first()
+            checkpoint_id = reads.checkpoint_id_at(session, checkpoint_path)
             if checkpoint_id is None:
                 raise InputError(f"no evaluated checkpoint at {checkpoint_path}; evaluate it first")
-        elif session.get(EvalRun, run_id) is None:
+        elif run_id is None or not reads.run_exists(session, run_id):
             raise InputError(f"no run with id {run_id!r}")
         session.execute(delete(Baseline).filter_by(model_name=model, suite_name=suite))
         session.add(Baseline(model_name=model, suite_name=suite, run_id=run_id, checkpoint_id=checkpoint_id))
@@ -82,17 +69,7 @@ def set_baseline(
 def baselines(*, database_url: str | None = None) -> pd.DataFrame:
     """Every pinned baseline: model, suite, run id or checkpoint path, when it was pinned."""
     with session_scope(database_url) as session:
-        rows = session.execute(
-            select(
-                Baseline.model_name,
-                Baseline.suite_name,
-                Baseline.run_id,
-                Checkpoint.path,
-                Baseline.created_at,
-            )
-            .outerjoin(Checkpoint, Baseline.checkpoint_id == Checkpoint.id)
-            .order_by(Baseline.model_name, Baseline.suite_name)
-        ).all()
+        rows = reads.pinned_baselines(session)
     return pd.DataFrame(
         [tuple(r) for r in rows], columns=["model", "suite", "run_id", "checkpoint", "pinned_at"]
     )

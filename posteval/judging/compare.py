@@ -20,10 +20,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import select
 
+from posteval.db import reads
 from posteval.db.engine import session_scope
-from posteval.db.models import Dataset, EvalRun, ExampleScore, ExampleStats, Metric, Suite
 from posteval.errors import InputError
 from posteval.inputs.suite import Gate
 from posteval.judging.paired import MetricSample, compare_samples
@@ -117,33 +116,15 @@ class _RunMetrics:
 
 
 def _load(session: Any, run_id: str) -> _RunMetrics:
-    found = session.execute(
-        select(EvalRun.status, Suite.name, EvalRun.output_settings)
-        .join(Suite, EvalRun.suite_id == Suite.id)
-        .where(EvalRun.id == run_id)
-    ).first()
-    if found is None:
-        raise InputError(f"no run with id {run_id!r}")
-    rows = session.execute(
-        select(
-            Dataset.name,
-            Dataset.fingerprint,
-            Metric.name,
-            Metric.value,
-            Metric.higher_is_better,
-            Metric.aggregation,
-            Metric.signature,
-        )
-        .join(Dataset, Metric.dataset_id == Dataset.id)
-        .where(Metric.run_id == run_id)
-    ).all()
+    found = reads.run_row(session, run_id)
+    rows = reads.metric_rows(session, run_id)
     return _RunMetrics(
-        suite=found.name,
+        suite=found.suite,
         status=found.status,
-        values={(r[0], r[2]): (r[3], r[4], r[5]) for r in rows},
-        fingerprints={r[0]: r[1] for r in rows},
+        values={(d.name, m.name): (m.value, m.higher_is_better, m.aggregation) for d, m in rows},
+        fingerprints={d.name: d.fingerprint for d, _ in rows},
         settings=found.output_settings,
-        tokenization={r[0]: _tokens_field(r[6]) for r in rows},
+        tokenization={d.name: _tokens_field(m.signature) for d, m in rows},
     )
 
 
@@ -155,22 +136,10 @@ def _tokens_field(signature: str) -> str | None:
 def _sample(session: Any, run_id: str, dataset: str, metric: str, stored: tuple[Any, ...]) -> MetricSample:
     """One run's stored value, per-example scores and statistics of one metric."""
     value, higher_is_better, aggregation = stored
-    scores = session.execute(
-        select(ExampleScore.example_key, ExampleScore.value)
-        .join(Dataset, ExampleScore.dataset_id == Dataset.id)
-        .where(ExampleScore.run_id == run_id, ExampleScore.metric == metric, Dataset.name == dataset)
-    ).all()
-    stats = (
-        session.execute(
-            select(ExampleStats.example_key, ExampleStats.stats)
-            .join(Dataset, ExampleStats.dataset_id == Dataset.id)
-            .where(ExampleStats.run_id == run_id, ExampleStats.metric == metric, Dataset.name == dataset)
-        ).all()
-        if aggregation is not None
-        else []
-    )
+    scores = reads.example_scores(session, run_id, dataset=dataset, metric=metric)
+    stats = reads.example_stats(session, run_id, dataset, metric) if aggregation is not None else []
     return MetricSample(
-        value, higher_is_better, {k: v for k, v in scores}, {k: list(v) for k, v in stats}, aggregation
+        value, higher_is_better, {k: v for _, _, k, v in scores}, {k: list(v) for k, v in stats}, aggregation
     )
 
 

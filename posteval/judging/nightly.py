@@ -12,11 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from sqlalchemy import select
-
+from posteval.db import reads
 from posteval.db.engine import session_scope
 from posteval.db.lineage import lineage_key, utc
-from posteval.db.models import Baseline, Checkpoint, EvalRun, Suite
 from posteval.db.queries import run_summary
 from posteval.errors import InputError
 from posteval.judging.compare import MetricComparison, compare_runs
@@ -40,18 +38,9 @@ class Target:
 
 def targets(*, models: Sequence[str] | None = None, database_url: str | None = None) -> list[Target]:
     """Pinned baselines' checkpoints first, then the latest checkpoint of every tracked model, by name."""
-    lineage = select(EvalRun.model_name, Checkpoint.path, Checkpoint.training_step, EvalRun.created_at)
-    lineage = lineage.join(Checkpoint, EvalRun.checkpoint_id == Checkpoint.id)
-    pinned_run = select(Baseline.model_name, Baseline.suite_name, Checkpoint.path, Checkpoint.training_step)
-    pinned_run = pinned_run.join(EvalRun, Baseline.run_id == EvalRun.id).join(
-        Checkpoint, EvalRun.checkpoint_id == Checkpoint.id
-    )
-    pinned_checkpoint = select(
-        Baseline.model_name, Baseline.suite_name, Checkpoint.path, Checkpoint.training_step
-    ).join(Checkpoint, Baseline.checkpoint_id == Checkpoint.id)
     with session_scope(database_url) as session:
-        evaluated = session.execute(lineage).all()
-        pinned = [*session.execute(pinned_run).all(), *session.execute(pinned_checkpoint).all()]
+        evaluated = reads.evaluated_checkpoints(session)
+        pinned = reads.pinned_checkpoints(session)
     latest: dict[str, tuple[tuple[int, datetime], Target]] = {}
     for model, path, step, created in evaluated:
         rank = lineage_key(step, created)
@@ -66,16 +55,10 @@ def previous_run(
     model: str, suite: str, *, before: datetime, exclude: str, database_url: str | None = None
 ) -> str | None:
     """The newest succeeded run of ``model`` on the suite named ``suite`` created before ``before``."""
-    query = (
-        select(EvalRun.id, EvalRun.created_at)
-        .join(Suite, EvalRun.suite_id == Suite.id)
-        .where(EvalRun.model_name == model, Suite.name == suite, EvalRun.status == "succeeded")
-        .where(EvalRun.id != exclude)
-        .order_by(EvalRun.created_at.desc())
-    )
     with session_scope(database_url) as session:
-        rows = session.execute(query).all()
-    return next((run_id for run_id, created in rows if utc(created) < utc(before)), None)
+        rows = reads.succeeded_runs(session, model, suite)
+    earlier = (run_id for run_id, _, _, created in rows if run_id != exclude and utc(created) < utc(before))
+    return next(earlier, None)
 
 
 @dataclass

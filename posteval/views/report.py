@@ -13,11 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
-
-from posteval.db import queries
+from posteval.db import queries, reads
 from posteval.db.engine import session_scope
-from posteval.db.models import Dataset, ExampleScore
 from posteval.errors import InputError
 from posteval.judging.baseline import baseline_for
 from posteval.judging.compare import Comparison, compare_runs
@@ -180,11 +177,7 @@ def _example(examples: Examples, key: str) -> tuple[Html, Html]:
 def _worst(run: ReportRun) -> Html:
     """Per dataset, the examples with the worst scores of its first metric with per-example scores."""
     with session_scope(run.url) as session:
-        scored = session.execute(
-            select(Dataset.name, ExampleScore.metric, ExampleScore.example_key, ExampleScore.value)
-            .join(Dataset, ExampleScore.dataset_id == Dataset.id)
-            .where(ExampleScore.run_id == run.id)
-        ).all()
+        scored = reads.example_scores(session, run.id)
     scores: dict[tuple[str, str], list[tuple[str, float]]] = {}
     for dataset, metric, key, value in scored:
         if value is not None:  # an undefined (NaN) score ranks nowhere

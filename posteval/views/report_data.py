@@ -14,12 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
-
-from posteval.db import queries
+from posteval.db import queries, reads
 from posteval.db.engine import session_scope
-from posteval.db.models import Dataset, EvalRun, Metric, Prediction
-from posteval.db.models import Suite as SuiteRow
 from posteval.errors import PostevalError
 from posteval.inputs.checkpoint import OPENAI_PREFIX, CheckpointInfo
 from posteval.inputs.data import load_dataset
@@ -55,14 +51,7 @@ class ReportRun:
         except (PostevalError, RuntimeError):  # e.g. a device named in the settings that is not here
             wanted = None
         with session_scope(self.url) as session:
-            rows = session.execute(
-                select(Prediction.example_key, Prediction.output, Prediction.config_hash)
-                .where(
-                    Prediction.checkpoint_fingerprint == self.checkpoint.fingerprint,
-                    Prediction.dataset_fingerprint == self.datasets[dataset][0],
-                )
-                .order_by(Prediction.created_at, Prediction.id)
-            ).all()
+            rows = reads.predictions(session, self.checkpoint.fingerprint, self.datasets[dataset][0])
         exact = {key: output for key, output, chash in rows if chash == wanted}
         if exact:
             return exact, ""
@@ -107,17 +96,8 @@ def load_run(run_id: str, url: str | None = None) -> ReportRun:
     """The run ``run_id`` (a full id) with its stored suite parsed and its datasets listed."""
     summary = queries.run_summary(run_id, database_url=url)
     with session_scope(url) as session:
-        source = session.scalar(
-            select(SuiteRow.source_text)
-            .join(EvalRun, EvalRun.suite_id == SuiteRow.id)
-            .where(EvalRun.id == run_id)
-        )
-        rows = session.execute(
-            select(Dataset, Metric)
-            .join(Metric, Metric.dataset_id == Dataset.id)
-            .where(Metric.run_id == run_id)
-            .order_by(Metric.id)
-        ).all()
+        source = reads.suite_source(session, run_id)
+        rows = reads.metric_rows(session, run_id)
     path = str(summary["checkpoint"])
     checkpoint = CheckpointInfo(
         path=Path(path),

@@ -1,0 +1,185 @@
+"""The named reads the judging and views layers make inside a caller's session, one implementation each.
+
+Each takes an open session (the caller's ``session_scope``, so several reads share one transaction) and
+returns plain rows, ORM rows or a small dataclass; none of them writes. Reads that open their own session
+and return DataFrames for the CLI and the Python API are in :mod:`posteval.db.queries`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from posteval.db.models import (
+    Baseline,
+    Checkpoint,
+    Dataset,
+    EvalRun,
+    ExampleScore,
+    ExampleStats,
+    Metric,
+    Prediction,
+    Suite,
+)
+from posteval.errors import InputError
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """One run as comparisons and baselines read it."""
+
+    model: str
+    status: str
+    suite: str
+    step: int | None
+    created_at: datetime
+    output_settings: dict[str, Any] | None
+
+
+def run_row(session: Session, run_id: str) -> RunRow:
+    """The run ``run_id`` (a full id); an unknown id is refused."""
+    found = session.execute(
+        select(
+            EvalRun.model_name,
+            EvalRun.status,
+            Suite.name,
+            Checkpoint.training_step,
+            EvalRun.created_at,
+            EvalRun.output_settings,
+        )
+        .join(Checkpoint, EvalRun.checkpoint_id == Checkpoint.id)
+        .join(Suite, EvalRun.suite_id == Suite.id)
+        .where(EvalRun.id == run_id)
+    ).first()
+    if found is None:
+        raise InputError(f"no run with id {run_id!r}")
+    return RunRow(*found)
+
+
+def run_exists(session: Session, run_id: str) -> bool:
+    """Whether a run with the full id ``run_id`` is stored."""
+    return session.get(EvalRun, run_id) is not None
+
+
+def suite_source(session: Session, run_id: str) -> str | None:
+    """The suite text the run ``run_id`` stored."""
+    return session.scalar(
+        select(Suite.source_text).join(EvalRun, EvalRun.suite_id == Suite.id).where(EvalRun.id == run_id)
+    )
+
+
+def metric_rows(session: Session, run_id: str) -> list[tuple[Dataset, Metric]]:
+    """The run's metric rows with their datasets, in the order they were stored."""
+    rows = session.execute(
+        select(Dataset, Metric)
+        .join(Metric, Metric.dataset_id == Dataset.id)
+        .where(Metric.run_id == run_id)
+        .order_by(Metric.id)
+    ).all()
+    return [(dataset, metric) for dataset, metric in rows]
+
+
+def example_scores(
+    session: Session, run_id: str, *, dataset: str | None = None, metric: str | None = None
+) -> list[tuple[str, str, str, float | None]]:
+    """The run's per-example scores, optionally of one dataset and metric: (dataset, metric, key, value)."""
+    query = (
+        select(Dataset.name, ExampleScore.metric, ExampleScore.example_key, ExampleScore.value)
+        .join(Dataset, ExampleScore.dataset_id == Dataset.id)
+        .where(ExampleScore.run_id == run_id)
+    )
+    if metric is not None:
+        query = query.where(ExampleScore.metric == metric)
+    if dataset is not None:
+        query = query.where(Dataset.name == dataset)
+    return [(d, m, k, v) for d, m, k, v in session.execute(query).all()]
+
+
+def example_stats(session: Session, run_id: str, dataset: str, metric: str) -> list[tuple[str, Any]]:
+    """The run's per-example sufficient statistics of one corpus metric: (key, stats)."""
+    rows = session.execute(
+        select(ExampleStats.example_key, ExampleStats.stats)
+        .join(Dataset, ExampleStats.dataset_id == Dataset.id)
+        .where(ExampleStats.run_id == run_id, ExampleStats.metric == metric, Dataset.name == dataset)
+    ).all()
+    return [(k, v) for k, v in rows]
+
+
+def predictions(
+    session: Session, checkpoint_fingerprint: str, dataset_fingerprint: str
+) -> list[tuple[str, str | None, str]]:
+    """Stored outputs of a checkpoint on a dataset, oldest first: (example key, output, config hash)."""
+    rows = session.execute(
+        select(Prediction.example_key, Prediction.output, Prediction.config_hash)
+        .where(
+            Prediction.checkpoint_fingerprint == checkpoint_fingerprint,
+            Prediction.dataset_fingerprint == dataset_fingerprint,
+        )
+        .order_by(Prediction.created_at, Prediction.id)
+    ).all()
+    return [(k, o, h) for k, o, h in rows]
+
+
+def succeeded_runs(session: Session, model: str, suite: str) -> list[tuple[str, int, int | None, datetime]]:
+    """Succeeded runs of ``model`` on the suite named ``suite``, newest first:
+    (run id, checkpoint id, training step, run creation time)."""
+    rows = session.execute(
+        select(EvalRun.id, Checkpoint.id, Checkpoint.training_step, EvalRun.created_at)
+        .join(Checkpoint, EvalRun.checkpoint_id == Checkpoint.id)
+        .join(Suite, EvalRun.suite_id == Suite.id)
+        .where(EvalRun.model_name == model, Suite.name == suite, EvalRun.status == "succeeded")
+        .order_by(EvalRun.created_at.desc())
+    ).all()
+    return [(r, c, st, t) for r, c, st, t in rows]
+
+
+def evaluated_checkpoints(session: Session) -> list[tuple[str, str, int | None, datetime]]:
+    """Every run's checkpoint: (model name, checkpoint path, training step, run creation time)."""
+    rows = session.execute(
+        select(EvalRun.model_name, Checkpoint.path, Checkpoint.training_step, EvalRun.created_at).join(
+            Checkpoint, EvalRun.checkpoint_id == Checkpoint.id
+        )
+    ).all()
+    return [(m, p, st, t) for m, p, st, t in rows]
+
+
+def pinned_checkpoints(session: Session) -> list[tuple[str, str, str, int | None]]:
+    """The checkpoint of every pinned baseline, pinned as a run or as a checkpoint:
+    (model name, suite name, checkpoint path, training step)."""
+    columns = (Baseline.model_name, Baseline.suite_name, Checkpoint.path, Checkpoint.training_step)
+    of_run = (
+        select(*columns)
+        .join(EvalRun, Baseline.run_id == EvalRun.id)
+        .join(Checkpoint, EvalRun.checkpoint_id == Checkpoint.id)
+    )
+    of_checkpoint = select(*columns).join(Checkpoint, Baseline.checkpoint_id == Checkpoint.id)
+    rows = [*session.execute(of_run).all(), *session.execute(of_checkpoint).all()]
+    return [(m, s, p, st) for m, s, p, st in rows]
+
+
+def baseline_pin(session: Session, model: str, suite: str) -> Baseline | None:
+    """The baseline pinned for ``model`` on ``suite``, if any."""
+    return session.scalars(select(Baseline).filter_by(model_name=model, suite_name=suite)).first()
+
+
+def pinned_baselines(session: Session) -> list[tuple[str, str, str | None, str | None, datetime]]:
+    """Every pinned baseline by model and suite: (model, suite, run id, checkpoint path, pinned at)."""
+    rows = session.execute(
+        select(
+            Baseline.model_name, Baseline.suite_name, Baseline.run_id, Checkpoint.path, Baseline.created_at
+        )
+        .outerjoin(Checkpoint, Baseline.checkpoint_id == Checkpoint.id)
+        .order_by(Baseline.model_name, Baseline.suite_name)
+    ).all()
+    return [(m, s, r, p, t) for m, s, r, p, t in rows]
+
+
+def checkpoint_id_at(session: Session, path: str) -> int | None:
+    """The newest stored checkpoint at ``path``, if any."""
+    return session.scalars(
+        select(Checkpoint.id).where(Checkpoint.path == path).order_by(Checkpoint.id.desc())
+    ).first()
