@@ -153,3 +153,28 @@ def test_no_module_is_over_400_lines() -> None:
         if "versions" not in path.parts and (n := len(path.read_text().splitlines())) > 400
     )
     assert long == []
+
+
+def _sqlalchemy_select_imports(path: Path) -> Iterator[str]:
+    """How ``path`` gets hold of SQLAlchemy's ``select``: ``from sqlalchemy[.x] import select``, or a bare
+    ``import sqlalchemy`` (whose ``sqlalchemy.select`` the walk cannot tell from other names)."""
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            yield from (f"import {a.name}" for a in node.names if a.name == "sqlalchemy")
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "sqlalchemy":
+            yield from (f"from {node.module} import select" for a in node.names if a.name == "select")
+
+
+def test_only_posteval_db_builds_select_queries() -> None:
+    """Reads of the database are posteval.db's (posteval/db/queries.py, posteval/db/reads.py): SELECTs built
+    elsewhere are how the same read came to live in compare, baseline, nightly, report and report_data at
+    once, free to drift apart. So no module outside posteval.db imports ``select`` from SQLAlchemy, nor the
+    bare ``sqlalchemy`` package. Other SQLAlchemy names stay allowed: baselines still write (``delete``) and
+    type their session (``sqlalchemy.orm.Session``), and the settings parse URLs (``sqlalchemy.engine``)."""
+    offenders = sorted(
+        f"{name}: {found}"
+        for name, path in MODULES.items()
+        if not _under(name, ("posteval.db",))
+        for found in _sqlalchemy_select_imports(path)
+    )
+    assert offenders == []
