@@ -38,6 +38,7 @@ from posteval.db.migrate import upgrade
 from posteval.evaluators import EvalInputs
 from posteval.inputs.checkpoint import resolve_checkpoint
 from posteval.inputs.suite import LoadedSuite, load_suite
+from posteval.pipeline import datasets as pipeline_datasets
 from posteval.runners import get_runner
 from posteval.runners.base import AUTO_BATCH_START, Batch, GenerationOptions
 from posteval.runners.hf import HFRunner
@@ -170,7 +171,7 @@ def flow_figures(
     def fresh() -> str:  # a migrated database with nothing cached, and the datasets not loaded yet
         url = next(urls)
         upgrade(url)
-        pipeline._load_cached.cache_clear()
+        pipeline_datasets._load_cached.cache_clear()
         return url
 
     def flow(url: str, force: bool = False, heartbeats: bool = True) -> None:
