@@ -15,7 +15,7 @@ from rich.table import Table
 from posteval.db import queries
 from posteval.numbers import ci, num
 from posteval.views.output import Format, emit, records, to_json
-from posteval.views.run_details import detail_table, forgetting_table
+from posteval.views.run_details import comparison_rows, detail_table, forgetting_table
 
 # Piped or captured output has no terminal width to follow: give tables room instead of rich's 80.
 _WIDTH = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 140
@@ -168,36 +168,11 @@ def comparison_table(comparison: Any) -> Table:
     table = Table(
         title=f"{comparison.baseline_run_id[:12]} -> {comparison.candidate_run_id[:12]}", header_style="bold"
     )
-    for column in (
-        "dataset",
-        "metric",
-        "baseline",
-        "candidate",
-        "delta",
-        "95% CI",
-        "p",
-        "test",
-        "worse",
-        "better",
-        "gate",
-    ):
+    (headers, rows), regressions = comparison_rows(comparison, candidate="candidate")
+    for column in headers:
         table.add_column(
             column, justify="left" if column in ("dataset", "metric", "test", "gate") else "right"
         )
-    for row in comparison.rows:
-        gate = "-" if row.gate is None else ("REGRESSION" if row.regression else "ok")
-        table.add_row(
-            row.dataset,
-            row.metric,
-            num(row.baseline),
-            num(row.candidate),
-            num(row.delta, "+.4f"),
-            ci(row.ci_low, row.ci_high, "+.4f"),
-            num(row.p_value, ".3g"),
-            row.test,
-            str(len(row.worsened)),
-            str(len(row.improved)),
-            gate,
-            style="red" if row.regression else None,
-        )
+    for row, regression in zip(rows, regressions, strict=True):
+        table.add_row(*(str(cell) for cell in row), style="red" if regression else None)
     return table

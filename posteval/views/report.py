@@ -34,7 +34,7 @@ from posteval.views.report_html import (
     text,
     when,
 )
-from posteval.views.run_details import detail_table, forgetting_table
+from posteval.views.run_details import comparison_rows, detail_table, forgetting_table
 
 WORST = 10  # worst examples shown per dataset
 FLIPS = 20  # flipped examples shown per direction and dataset
@@ -127,25 +127,9 @@ def _comparison(baseline_id: str | None, comparison: Comparison | None, refused:
         return tag("p", f"baseline {baseline_id}: comparison refused: {refused}")
     if not comparison.rows:
         return note(f"baseline {baseline_id}: no metric in common with this run")
-    rows = [
-        (
-            r.dataset,
-            r.metric,
-            num(r.baseline),
-            num(r.candidate),
-            num(r.delta, "+.4f"),
-            ci(r.ci_low, r.ci_high, "+.4f"),
-            num(r.p_value, ".3g"),
-            r.test,
-            len(r.worsened),
-            len(r.improved),
-            "-" if r.gate is None else "REGRESSION" if r.regression else "ok",
-        )
-        for r in comparison.rows
-    ]
-    headers = ["dataset", "metric", "baseline", "this run", "delta", "95% CI", "p", "test", "worse", "better"]
+    (headers, rows), regressions = comparison_rows(comparison, candidate="this run")
     summary = tag("p", join(["baseline ", tag("b", baseline_id), f": {comparison.summary()}"]))
-    return join([summary, table([*headers, "gate"], rows, bad=[r.regression for r in comparison.rows])])
+    return join([summary, table(headers, rows, bad=regressions)])
 
 
 def _reports(run: ReportRun) -> Html:

@@ -2,14 +2,15 @@
 
 Reports are stored as the run's details, never as metrics; ``runs show``, the HTML report and the flow's
 Prefect artifact all show them through :func:`detail_table`, so the three agree. The forgetting verdict's
-per-metric changes are one table the same way (:func:`forgetting_table`), in the terminal and the report.
+per-metric changes are one table the same way (:func:`forgetting_table`), in the terminal and the report,
+and so is a comparison with the baseline (:func:`comparison_rows`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from posteval.numbers import num
+from posteval.numbers import ci, num
 
 Table = tuple[list[str], list[list[object]]]  # headers, rows
 
@@ -97,3 +98,28 @@ def forgetting_table(changes: list[dict[str, Any]]) -> tuple[Table, list[bool]]:
         for c in changes
     ]
     return (list(FORGETTING_HEADERS), rows), [bool(c["forgets"]) for c in changes]
+
+
+def comparison_rows(comparison: Any, *, candidate: str) -> tuple[Table, list[bool]]:
+    """A comparison's rows as (headers, rows) of text, and which are regressions (shown as bad).
+
+    ``candidate`` heads the candidate's column ("candidate" in the terminal, "this run" in its report).
+    """
+    headers = ["dataset", "metric", "baseline", candidate, "delta", "95% CI", "p", "test", "worse", "better"]
+    rows: list[list[object]] = [
+        [
+            r.dataset,
+            r.metric,
+            num(r.baseline),
+            num(r.candidate),
+            num(r.delta, "+.4f"),
+            ci(r.ci_low, r.ci_high, "+.4f"),
+            num(r.p_value, ".3g"),
+            r.test,
+            str(len(r.worsened)),
+            str(len(r.improved)),
+            "-" if r.gate is None else "REGRESSION" if r.regression else "ok",
+        ]
+        for r in comparison.rows
+    ]
+    return ([*headers, "gate"], rows), [r.regression for r in comparison.rows]
