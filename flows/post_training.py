@@ -11,6 +11,7 @@ from prefect.utilities.annotations import quote
 
 from posteval import pipeline
 from posteval.errors import GateFailed, short_error
+from posteval.flows.run_log import log_gate, log_health, log_metrics, log_run
 from posteval.inputs.checkpoint import CheckpointInfo
 from posteval.inputs.suite import Suite
 from posteval.pipeline import check_task_runner, heartbeat
@@ -67,6 +68,7 @@ def evaluate_checkpoint(
     run = register_run_task(
         ckpt, loaded, datasets, trigger, flow_run.get_id(), force, base, database_url, claim
     )
+    log_run(run.run_id, run.status, ckpt, spec.name)
     if run.status == "succeeded":  # a re-delivered trigger: the stored outcome stands
         return _gate_outcome(run.run_id, *gate_task(run.run_id, spec, database_url))
     try:
@@ -110,10 +112,13 @@ def _evaluate(
         forgetting = forgetting_task(spec, quote(base_outcomes), quote(outcomes))
     if health is not None and health.verdict == "unknown":
         warnings.append(f"overfitting verdict unknown: {health.reason}")
+    log_metrics(outcomes)
+    log_health(health, forgetting)
     persist_task(run.run_id, quote(outcomes), warnings, health, forgetting, database_url, run.claim_id)
 
 
 def _gate_outcome(run_id: str, status: str, summary: str) -> str:
+    log_gate(run_id, status, summary)
     if status == "failed":
         raise GateFailed(run_id, summary)
     return run_id

@@ -18,8 +18,12 @@ from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
 
+from posteval import pipeline
 from posteval.automation import require_fields, wait_for_checkpoint
+from posteval.errors import short_error
 from posteval.flows.post_training import evaluate_checkpoint
+from posteval.pipeline import check_task_runner
+from posteval.tasks.resolve import resolve_task
 
 POLL_S = 2.0
 
@@ -84,13 +88,25 @@ def on_training_completed(
     (default POSTEVAL_CHECKPOINT_WAIT_S) for a folder still being written, and makes one run however
     often the event is delivered. ``base_model`` is the base of an adapter checkpoint; ``task_runner`` and
     ``dask_address`` go to the post-training flow (shard the model work over a Dask cluster).
+
+    A failure before the run row exists (bad payload, suite or checkpoint, a folder that never completed)
+    is recorded as a trigger failure linked to this flow run, so the history lists it with the failed runs;
+    after that the post-training flow marks the run itself failed.
     """
-    checkpoint, suite = require_fields(checkpoint, suite)
     logger = get_run_logger()
-    logger.info("training of %s completed at step %s: %s", model_name or "?", step, checkpoint)
-    wait_for_checkpoint(checkpoint, timeout_s=wait_s)
-    wait_for_duplicates(checkpoint, suite)
-    adapter = base_model if base_model and (Path(checkpoint) / "adapter_config.json").is_file() else None
+    try:
+        checkpoint, suite = require_fields(checkpoint, suite)
+        check_task_runner(task_runner, dask_address)
+        logger.info("checkpoint %s announced (suite %s)", checkpoint, suite)
+        wait_for_checkpoint(checkpoint, timeout_s=wait_s)
+        wait_for_duplicates(checkpoint, suite)
+        adapter = base_model if base_model and (Path(checkpoint) / "adapter_config.json").is_file() else None
+        resolved = resolve_task(checkpoint, suite, model_name, adapter, step)
+    except BaseException as exc:
+        _record_failure(exc, checkpoint, suite, model_name, step, database_url)
+        raise
+    info = resolved.checkpoint
+    logger.info("training of %s completed at step %s: %s", info.model_name, info.training_step, info.location)
     return evaluate_checkpoint(
         checkpoint=checkpoint,
         suite=suite,
@@ -101,4 +117,30 @@ def on_training_completed(
         task_runner=task_runner,
         dask_address=dask_address,
         step=step,
+        resolved=resolved,
     )
+
+
+def _record_failure(
+    exc: BaseException,
+    checkpoint: str | None,
+    suite: str | None,
+    model_name: str | None,
+    step: int | None,
+    database_url: str | None,
+) -> None:
+    """Keep the failed trigger in the history; a database that cannot take it is logged, never raised over
+    the original error."""
+    logger = get_run_logger()
+    try:
+        pipeline.record_trigger_failure(
+            short_error(exc),
+            flow_run_id=flow_run.get_id(),
+            checkpoint=checkpoint,
+            suite=suite,
+            model_name=model_name,
+            step=step,
+            database_url=database_url,
+        )
+    except Exception as recording:  # the original failure matters more than its record
+        logger.warning("could not record the failed trigger in the database: %s", short_error(recording))

@@ -16,6 +16,8 @@ from pathlib import Path
 
 from posteval.errors import CheckpointError, InputError, PostevalError
 from posteval.inputs.checkpoint import INDEX_FILES, OPENAI_PREFIX, content_files, default_model_name
+from posteval.inputs.suite import load_suite
+from posteval.settings import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +34,14 @@ PAYLOAD_FIELDS = {
 # (not as a template error that would drop the event), so the flow run can fail naming it.
 TRIGGER_PARAMETERS = {name: f"{{{{ event.payload.{name} | default(none) }}}}" for name in PAYLOAD_FIELDS}
 WAIT_ENV = "POSTEVAL_CHECKPOINT_WAIT_S"
-DEFAULT_WAIT_S = 600.0
+IDLE_ENV = "POSTEVAL_CHECKPOINT_IDLE_S"
+# What a served or worker flow run logs: posteval's lines (Prefect's flow run logger) at INFO, Prefect's own
+# loggers at WARNING. `posteval serve` sets these unless set; prefect.yaml's job variables set the same.
+FLOW_RUN_LOGGING = {
+    "PREFECT_LOGGING_LEVEL": "WARNING",
+    "PREFECT_LOGGING_LOGGERS_PREFECT_LEVEL": "WARNING",
+    "PREFECT_LOGGING_LOGGERS_PREFECT_FLOW_RUNS_LEVEL": "INFO",
+}
 
 
 # --- the event ---------------------------------------------------------------------------------------
@@ -87,6 +96,20 @@ def training_completed(
     )
 
 
+def check_trigger(event: TrainingCompleted) -> None:
+    """What can be checked before the event is sent: the suite loads and validates, and the checkpoint's
+    parent folder exists (the checkpoint itself may still be being written). InputError otherwise."""
+    load_suite(event.suite)
+    if event.checkpoint.startswith(OPENAI_PREFIX):
+        return
+    parent = Path(event.checkpoint).parent
+    if not parent.is_dir():
+        raise CheckpointError(
+            f"checkpoint {event.checkpoint}: its parent folder {parent} does not exist "
+            "(expected the folder the training job writes checkpoints into)"
+        )
+
+
 def prefect_api_url(api_url: str | None = None) -> str:
     """``api_url``, else PREFECT_API_URL; InputError when neither names a server."""
     if api_url:
@@ -137,11 +160,12 @@ def require_fields(checkpoint: str | None, suite: str | None) -> tuple[str, str]
 
 def checkpoint_wait_s() -> float:
     """How long a triggered run waits for its checkpoint folder: POSTEVAL_CHECKPOINT_WAIT_S, default 600."""
-    raw = os.environ.get(WAIT_ENV, "")
-    try:
-        return float(raw) if raw else DEFAULT_WAIT_S
-    except ValueError as exc:
-        raise InputError(f"{WAIT_ENV}={raw!r}: expected a number of seconds") from exc
+    return get_settings().checkpoint_wait_s
+
+
+def checkpoint_idle_s() -> float:
+    """How long an incomplete folder may sit unchanged before the wait ends: POSTEVAL_CHECKPOINT_IDLE_S."""
+    return get_settings().checkpoint_idle_s
 
 
 def incomplete_reason(folder: Path) -> str | None:
@@ -171,20 +195,39 @@ def _sizes(folder: Path) -> dict[str, tuple[int, int]]:
     return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir() if p.is_file()}
 
 
+def _activity(folder: Path) -> tuple[object, ...]:
+    """What changes while a checkpoint is being written: the parent's and the folder's entries, its files."""
+    parent = folder.parent
+    return (
+        parent.stat().st_mtime_ns if parent.is_dir() else None,
+        folder.stat().st_mtime_ns if folder.is_dir() else None,
+        _sizes(folder) if folder.is_dir() else None,
+    )
+
+
 def wait_for_checkpoint(
-    checkpoint: str, *, timeout_s: float | None = None, poll_s: float = 1.0, settle_s: float = 2.0
+    checkpoint: str,
+    *,
+    timeout_s: float | None = None,
+    idle_s: float | None = None,
+    poll_s: float = 1.0,
+    settle_s: float = 2.0,
 ) -> None:
     """Return once the folder is complete and no file in it has changed for ``settle_s`` seconds.
 
-    Training jobs often signal before the last file is flushed; after ``timeout_s`` (default
-    POSTEVAL_CHECKPOINT_WAIT_S) this raises CheckpointError saying what is still missing.
+    Training jobs often signal before the last file is flushed. This raises CheckpointError saying what
+    is still missing after ``timeout_s`` (default POSTEVAL_CHECKPOINT_WAIT_S), or sooner when the folder
+    cannot be completing: neither it nor its parent folder changed for ``idle_s`` seconds (default
+    POSTEVAL_CHECKPOINT_IDLE_S), as with a mistyped path.
     """
     if checkpoint.startswith(OPENAI_PREFIX):
         return
     folder = Path(checkpoint).expanduser()
     timeout = checkpoint_wait_s() if timeout_s is None else timeout_s
+    idle = checkpoint_idle_s() if idle_s is None else idle_s
     deadline = time.monotonic() + timeout
     stable_since, last = time.monotonic(), None
+    active_since, activity = stable_since, _activity(folder)
     while True:
         reason = incomplete_reason(folder)
         now = time.monotonic()
@@ -197,6 +240,13 @@ def wait_for_checkpoint(
             reason = "files are still being written"
         else:
             last = None
+            if (current := _activity(folder)) != activity:
+                active_since, activity = now, current
+            elif now - active_since >= idle:
+                raise CheckpointError(
+                    f"checkpoint {folder} is not complete and neither it nor its parent folder changed for "
+                    f"{idle:g}s: {reason} (set {IDLE_ENV} to wait longer for a slow writer)"
+                )
         if now >= deadline:
             raise CheckpointError(
                 f"checkpoint {folder} is not complete after waiting {timeout:g}s: {reason} "

@@ -28,6 +28,10 @@ class Settings(BaseSettings):
     # refused connection, SQLite busy) are retried with backoff for at most db_retry_s seconds.
     run_lease_s: float = Field(default=120.0, gt=0)
     db_retry_s: float = Field(default=60.0, ge=0)
+    # A triggered run (docs/automation.md) waits up to checkpoint_wait_s for its checkpoint folder to be
+    # complete, and gives up sooner when neither the folder nor its parent changed for checkpoint_idle_s.
+    checkpoint_wait_s: float = Field(default=600.0, ge=0)
+    checkpoint_idle_s: float = Field(default=120.0, gt=0)
     # The openai runner: the *name* of the variable holding the API key (the key itself is never read
     # into settings, so it cannot end up in a log or the database), and its request policy.
     openai_api_key_env: str | None = None

@@ -126,3 +126,12 @@ def overfit_checkpoint(base_checkpoint: Path, tmp_path_factory: pytest.TempPathF
     from posteval.toymodel import finetune_overfit
 
     return finetune_overfit(base_checkpoint, tmp_path_factory.mktemp("models") / "contracts-overfit")
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """One real Prefect server on 127.0.0.1 for the session's heavy tests (serve, workers, automations)."""
+    from tests.servers import prefect_server as start
+
+    with start(tmp_path_factory.mktemp("prefect-server")) as server:
+        yield server

@@ -7,18 +7,19 @@ checkpoint that is still being written, prefect.yaml and the docker compose file
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import httpx
 import pytest
@@ -36,9 +37,11 @@ from posteval.automation import (
     training_completed,
     wait_for_checkpoint,
 )
-from posteval.db.models import Checkpoint, EvalRun, Metric
+from posteval.db.models import Checkpoint, EvalRun, HealthReport, Metric, TriggerFailure
 from posteval.errors import CheckpointError, InputError
+from posteval.flows.notifications import AUTOMATION_NAME
 from tests.helpers import heldout_rows, small_suite, write_jsonl
+from tests.servers import PrefectServer, Webhook, poll, stop, webhook_receiver
 
 ROOT = Path(__file__).resolve().parents[1]
 SUITE = """\
@@ -50,7 +53,18 @@ datasets:
      labels: [lease, nda, employment], metrics: [accuracy]}
 """
 WAIT_S = 3
-TIMEOUT_S = 120
+
+
+GATED_SUITE = """\
+name: gated
+allow_incomplete: true  # a focused test suite, not a full evaluation
+generation: {max_new_tokens: 4, batch_size: 16}
+datasets:
+  - {name: clauses, path: clauses54.jsonl, prompt: "Clause: {text}\\nType:", reference: label, key: id,
+     labels: [lease, nda, employment], metrics: [accuracy, {f1: {average: macro}}]}
+gates:
+  clauses/accuracy: {max_drop: 0.02, alpha: 0.05}
+"""
 
 
 def _command(name: str) -> list[str]:
@@ -58,117 +72,94 @@ def _command(name: str) -> list[str]:
     return [sys.executable, "-m", "posteval.cli", name]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _poll(what: str, check: Callable[[], Any], timeout: float = TIMEOUT_S, logs: Path | None = None) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := check():
-            return result
-        time.sleep(0.5)
-    tail = logs.read_text()[-4000:] if logs and logs.exists() else ""
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{tail}")
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-
 @dataclass
 class Served:
-    """A Prefect server and `posteval serve` against it, with posteval's SQLite database."""
+    """`posteval serve` (notifying a local webhook) against the session's Prefect server, with posteval's
+    SQLite database."""
 
     api_url: str
     env: dict[str, str]
     database_url: str
     suite: Path
+    gated_suite: Path
     logs: Path
+    webhook: Webhook
 
-    def flow_runs(self, checkpoint: str) -> list[dict[str, Any]]:
-        """Flow runs of the event deployment whose checkpoint parameter is ``checkpoint``."""
+    def all_flow_runs(self) -> list[dict[str, Any]]:
         response = httpx.post(f"{self.api_url}/flow_runs/filter", json={"limit": 200}, timeout=10)
         response.raise_for_status()
-        runs = response.json()
-        return [
-            r for r in runs if r["parameters"].get("checkpoint") == checkpoint and not r["parent_task_run_id"]
-        ]
+        return list(response.json())
 
-    def finished(self, checkpoint: str, count: int) -> list[dict[str, Any]]:
+    def flow_runs(self, checkpoint: str, **parameters: Any) -> list[dict[str, Any]]:
+        """Flow runs of the event deployment for ``checkpoint`` (and ``parameters``), oldest first."""
+        wanted = {"checkpoint": checkpoint, **parameters}
+        runs = [
+            r
+            for r in self.all_flow_runs()
+            if not r["parent_task_run_id"] and all(r["parameters"].get(k) == v for k, v in wanted.items())
+        ]
+        return sorted(runs, key=lambda r: r["created"])
+
+    def finished(self, checkpoint: str, count: int, **parameters: Any) -> list[dict[str, Any]]:
         """Wait until ``count`` flow runs for ``checkpoint`` have reached a final state."""
         final = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
         def done() -> list[dict[str, Any]] | None:
-            runs = self.flow_runs(checkpoint)
+            runs = self.flow_runs(checkpoint, **parameters)
             return runs if len(runs) >= count and all(r["state"]["type"] in final for r in runs) else None
 
-        return list(_poll(f"{count} finished flow run(s) for {checkpoint}", done, logs=self.logs))
+        return list(poll(f"{count} finished flow run(s) for {checkpoint}", done, logs=self.logs))
+
+    def subflow_runs(self, parents: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The post-training flow runs started by ``parents``."""
+        task_runs = httpx.post(
+            f"{self.api_url}/task_runs/filter",
+            json={"flow_runs": {"id": {"any_": [p["id"] for p in parents]}}, "limit": 200},
+            timeout=10,
+        ).json()
+        ids = {t["id"] for t in task_runs}
+        return [r for r in self.all_flow_runs() if r["parent_task_run_id"] in ids]
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+def served(prefect_server: PrefectServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     folder = tmp_path_factory.mktemp("automation")
     write_jsonl(folder / "clauses.jsonl", heldout_rows(12))
-    suite = folder / "suite.yaml"
+    write_jsonl(folder / "clauses54.jsonl", heldout_rows(54))
+    suite, gated = folder / "suite.yaml", folder / "gated.yaml"
     suite.write_text(SUITE)
-    api_url = f"http://127.0.0.1:{_free_port()}/api"
+    gated.write_text(GATED_SUITE)
     env = {
-        **os.environ,
-        "PREFECT_HOME": str(folder / "prefect"),
-        "PREFECT_API_URL": api_url,
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_LOGGING_LEVEL": "INFO",
+        **prefect_server.env,
         "POSTEVAL_HOME": str(folder / "posteval"),
         "POSTEVAL_DATABASE_URL": f"sqlite:///{folder / 'posteval.db'}",
         "POSTEVAL_CHECKPOINT_WAIT_S": str(WAIT_S),
         "PREFECT_RUNNER_POLL_FREQUENCY": "1",  # pick up triggered runs at once, not within 10 s
     }
-    logs = folder / "logs.txt"
-    with logs.open("wb") as sink:
-        port = api_url.split(":")[-1].removesuffix("/api")
-        server = subprocess.Popen(
-            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", port],
-            env=env,
-            cwd=folder,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        processes = [server]
+    # As in a user's shell: no logging level set, so `posteval serve` must not pass its own quiet one on.
+    env.pop("PREFECT_LOGGING_LEVEL", None)
+    with webhook_receiver() as webhook:
+        command = [*_command("serve"), "--suite", str(suite), "--limit", "4", "--notify-webhook", webhook.url]
+        process = prefect_server.start(command, ROOT, env)
         try:
 
-            def healthy() -> bool:
-                try:
-                    return httpx.get(f"{api_url}/health", timeout=2).status_code == 200
-                except httpx.HTTPError:
-                    return False
+            def automations_ready() -> bool:
+                found = httpx.post(f"{prefect_server.api_url}/automations/filter", json={}, timeout=5).json()
+                names = {a["name"] for a in found}
+                trigger = any(a["trigger"].get("expect") == [EVENT] for a in found)
+                return trigger and AUTOMATION_NAME in names
 
-            _poll("the Prefect server", healthy, logs=logs)
-            command = [*_command("serve"), "--suite", str(suite), "--limit", "4", "--verbose"]
-            processes.append(
-                subprocess.Popen(
-                    command, env=env, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
-                )
+            poll(
+                "the served deployments' trigger and the notification",
+                automations_ready,
+                logs=prefect_server.logs,
             )
-
-            def automation_ready() -> bool:
-                found = httpx.post(f"{api_url}/automations/filter", json={}, timeout=5).json()
-                return any(a["trigger"].get("expect") == [EVENT] for a in found)
-
-            _poll("the served deployments' trigger", automation_ready, logs=logs)
-            yield Served(api_url, env, env["POSTEVAL_DATABASE_URL"], suite, logs)
+            database_url = env["POSTEVAL_DATABASE_URL"]
+            yield Served(
+                prefect_server.api_url, env, database_url, suite, gated, prefect_server.logs, webhook
+            )
         finally:
-            for process in reversed(processes):
-                _stop(process)
+            stop(process)
 
 
 def _emit_raw(api_url: str, payload: dict[str, Any]) -> None:
@@ -222,7 +213,7 @@ def test_an_event_delivered_twice_makes_one_run_that_lands_in_the_database(
     checkpoint = deliveries.checkpoint
     assert deliveries.cli.returncode == 0, deliveries.cli.stderr
     assert deliveries.cli.stdout.startswith(f"emitted {EVENT} for {checkpoint} (event ")
-    runs = served.finished(checkpoint, count=2)
+    runs = served.finished(checkpoint, count=2, model_name="contracts-ft")
     assert [r["state"]["type"] for r in runs] == ["COMPLETED", "COMPLETED"]
     assert runs[0]["parameters"] == {
         "checkpoint": checkpoint,
@@ -233,7 +224,8 @@ def test_an_event_delivered_twice_makes_one_run_that_lands_in_the_database(
     }
     engine = create_engine(served.database_url)
     with Session(engine) as session:
-        rows = session.execute(select(EvalRun, Checkpoint).join(Checkpoint)).all()
+        query = select(EvalRun, Checkpoint).join(Checkpoint).where(EvalRun.model_name == "contracts-ft")
+        rows = session.execute(query).all()
         assert [(run.status, run.trigger, ckpt.path) for run, ckpt in rows] == [
             ("succeeded", "event", checkpoint)
         ]
@@ -263,6 +255,110 @@ def test_a_checkpoint_that_never_completes_fails_after_the_configured_wait(
         "(expected one of model.safetensors, pytorch_model.bin, sharded *.safetensors) "
         "(set POSTEVAL_CHECKPOINT_WAIT_S to wait longer)"
     ) in run["state"]["message"]
+
+
+def _flow_run_logs(api_url: str, flow_run_ids: list[str]) -> list[Any]:
+    """The logs the Prefect server holds for these flow runs, read with the Prefect client."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
+        ids = [UUID(i) for i in flow_run_ids]
+        return list(client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=ids))))
+
+
+def test_a_served_flow_run_logs_its_checkpoint_run_metrics_and_verdicts_at_info(
+    served: Served, deliveries: Deliveries, finetuned_checkpoint: Path
+) -> None:
+    checkpoint = deliveries.checkpoint
+    parents = served.finished(checkpoint, count=2, model_name="contracts-ft")
+    logs = _flow_run_logs(served.api_url, [r["id"] for r in parents + served.subflow_runs(parents)])
+    messages = {log.message for log in logs}
+    step = json.loads((finetuned_checkpoint / "trainer_state.json").read_text())["global_step"]
+    engine = create_engine(served.database_url)
+    with Session(engine) as session:
+        run = session.scalars(select(EvalRun).filter_by(model_name="contracts-ft")).one()
+        metric = session.scalars(select(Metric).filter_by(run_id=run.id)).one()
+        health = session.scalars(select(HealthReport).filter_by(run_id=run.id)).one()
+    engine.dispose()
+    accuracy = f"accuracy={metric.value:.4f} [{metric.ci_low:.4f}, {metric.ci_high:.4f}]"
+    assert {
+        f"training of contracts-ft completed at step {step}: {checkpoint}",
+        f"posteval run {run.id} (running): checkpoint {checkpoint} of contracts-ft at step {step}, "
+        "suite automation",
+        f"dataset clauses (n=12): {accuracy}",
+        f"training health: {health.verdict} ({health.reason})",
+        f"gate {run.gate_status} for run {run.id}: {run.gate_summary}",
+    } <= messages
+    # Prefect's own task-run lines ("Finished in state Completed()") stay at WARNING and below it: unsent.
+    assert [log.message for log in logs if log.task_run_id is not None and log.level < logging.WARNING] == []
+
+
+def test_failed_triggers_are_kept_with_their_flow_run_and_listed_as_failed_runs(
+    served: Served, deliveries: Deliveries
+) -> None:
+    [no_suite] = served.finished(NO_SUITE, count=1)
+    [incomplete] = served.finished(str(deliveries.incomplete), count=1)
+    engine = create_engine(served.database_url)
+    with Session(engine) as session:
+        failures = {f.flow_run_id: f for f in session.scalars(select(TriggerFailure))}
+    engine.dispose()
+    assert set(failures) == {no_suite["id"], incomplete["id"]}
+    assert failures[no_suite["id"]].error == (
+        f"InputError: event {EVENT}: the payload has no 'suite' (the suite YAML file's path)"
+    )
+    assert failures[incomplete["id"]].error.startswith(
+        f"CheckpointError: checkpoint {deliveries.incomplete} is not complete after waiting {WAIT_S}s"
+    )
+    listed = subprocess.run(
+        [*_command("runs"), "list", "--status", "failed", "--format", "json"],
+        env=served.env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert listed.returncode == 0, listed.stderr
+    rows = {row["run_id"]: row for row in json.loads(listed.stdout)}
+    assert {rows[f.id]["checkpoint"] for f in failures.values()} == {NO_SUITE, str(deliveries.incomplete)}
+    assert {rows[f.id]["status"] for f in failures.values()} == {"failed"}
+    assert rows[failures[no_suite["id"]].id]["error"] == failures[no_suite["id"]].error
+
+
+def test_a_failed_gate_fails_the_flow_run_and_notifies_the_webhook_once(
+    served: Served, deliveries: Deliveries, finetuned_checkpoint: Path, overfit_checkpoint: Path
+) -> None:
+    good, bad = str(finetuned_checkpoint.resolve()), str(overfit_checkpoint.resolve())
+    for step, checkpoint in ((1, good), (2, bad)):  # one after the other: the second is gated on the first
+        emit_training_completed(
+            training_completed(checkpoint, served.gated_suite, model_name="gated", step=step),
+            api_url=served.api_url,
+        )
+        [run] = served.finished(checkpoint, count=1, model_name="gated")
+    assert run["state"]["type"] == "FAILED"
+    assert "GateFailed" in run["state"]["message"]
+    engine = create_engine(served.database_url)
+    with Session(engine) as session:
+        stored = session.scalars(
+            select(EvalRun).filter_by(model_name="gated").order_by(EvalRun.created_at)
+        ).all()
+    engine.dispose()
+    assert [(r.status, r.gate_status) for r in stored] == [
+        ("succeeded", "no_baseline"),
+        ("succeeded", "failed"),
+    ]
+
+    def about_it() -> list[dict[str, Any]]:
+        return [post for post in served.webhook.posts if run["name"] in post["body"]]
+
+    poll("the webhook's notification", about_it, logs=served.logs)
+    time.sleep(3)  # a second notification for the same flow run would have come by now
+    [post] = about_it()
+    assert post["subject"] == f"posteval: posteval-training-completed run {run['name']} Failed"
+    assert post["body"].startswith(f"Flow run {run['name']} of posteval-training-completed is Failed: ")
+    assert f"checkpoint: {bad}" in post["body"]
+    assert post["name"] == "posteval-failures"
 
 
 # --- without a server --------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 import typer
 
 from posteval.cli import history
-from posteval.cli.automation import serve, trigger
+from posteval.cli.automation import notify, serve, trigger
 from posteval.cli.evaluate import demo, evaluate, run_evaluation
 from posteval.views.render import print_run
 
@@ -42,6 +42,7 @@ db_app.command("upgrade")(history.db_upgrade)
 app.command()(demo)
 app.command()(trigger)
 app.command()(serve)
+app.command()(notify)
 
 
 def main() -> None:  # pragma: no cover - console entry point alias

@@ -303,3 +303,19 @@ class Baseline(CreatedAt, Base):
     suite_name: Mapped[str] = mapped_column(String(255))
     run_id: Mapped[str | None] = mapped_column(ForeignKey("eval_runs.id", ondelete="CASCADE"))
     checkpoint_id: Mapped[int | None] = mapped_column(ForeignKey("checkpoints.id", ondelete="CASCADE"))
+
+
+class TriggerFailure(CreatedAt, Base):
+    """A triggered flow run that failed before any run row could point at it (no suite or checkpoint
+    could be resolved): what it was given, why it failed, and its Prefect flow run."""
+
+    __tablename__ = "trigger_failures"
+    __table_args__ = (Index("ix_trigger_failures_created_at", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_run_id)
+    flow_run_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    checkpoint: Mapped[str | None] = mapped_column(Text)
+    suite: Mapped[str | None] = mapped_column(Text)
+    model_name: Mapped[str | None] = mapped_column(String(255))
+    step: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str] = mapped_column(SafeText)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import difflib
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from posteval.db.engine import session_scope
 from posteval.db.lineage import in_lineage_order
@@ -20,6 +21,7 @@ from posteval.db.models import (
     Metric,
     RunDetail,
     Suite,
+    TriggerFailure,
 )
 from posteval.errors import InputError
 
@@ -48,7 +50,12 @@ def runs(
     limit: int = 50,
     database_url: str | None = None,
 ) -> pd.DataFrame:
-    """Runs, newest first, optionally filtered by model name, suite name, status and creation time."""
+    """Runs, newest first, optionally filtered by model name, suite name, status and creation time.
+
+    Failed runs include triggered flow runs that failed before a run row could exist (trigger failures:
+    their id is the failure record's, their suite the path the event named; a suite filter leaves them
+    out, since no suite could be read).
+    """
     query = (
         select(
             EvalRun.id,
@@ -77,8 +84,44 @@ def runs(
     if since:
         query = query.where(EvalRun.created_at >= since)
     with session_scope(database_url) as session:
-        rows = session.execute(query).all()
-    return pd.DataFrame([tuple(r) for r in rows], columns=RUN_COLUMNS)
+        rows = [tuple(r) for r in session.execute(query).all()]
+        if status in (None, "failed") and not suite:
+            rows += _trigger_failures(session, model, since, limit)
+    rows.sort(key=lambda row: _aware(row[RUN_COLUMNS.index("created_at")]), reverse=True)
+    return pd.DataFrame(rows[:limit], columns=RUN_COLUMNS)
+
+
+def _aware(when: datetime) -> datetime:
+    """SQLite hands back naive UTC times, PostgreSQL aware ones: one order for both."""
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def _trigger_failures(
+    session: Session, model: str | None, since: datetime | None, limit: int
+) -> list[tuple[Any, ...]]:
+    """Triggered flow runs that failed before a run row existed, as rows of :func:`runs` (status failed,
+    trigger event, the suite as the path the event named)."""
+    query = select(TriggerFailure).order_by(TriggerFailure.created_at.desc()).limit(limit)
+    if model:
+        query = query.where(TriggerFailure.model_name == model)
+    if since:
+        query = query.where(TriggerFailure.created_at >= since)
+    return [
+        (
+            f.id,
+            f.model_name or "",
+            f.checkpoint,
+            f.step,
+            f.suite,
+            "event",
+            "failed",
+            f.created_at,
+            None,
+            f.created_at,
+            f.error,
+        )
+        for f in session.scalars(query)
+    ]
 
 
 def resolve_run_id(prefix: str, *, database_url: str | None = None) -> str:

@@ -23,6 +23,7 @@ from posteval.db.models import (
     Prediction,
     RunDetail,
     Suite,
+    TriggerFailure,
     utcnow,
 )
 from posteval.errors import RunTakenOver
@@ -254,3 +255,27 @@ def set_gate(session: Session, run_id: str, baseline_run_id: str | None, status:
     """Record the run's baseline and regression-gate outcome."""
     run = session.get_one(EvalRun, run_id)
     run.baseline_run_id, run.gate_status, run.gate_summary = baseline_run_id, status, summary
+
+
+def add_trigger_failure(
+    session: Session,
+    *,
+    flow_run_id: str | None,
+    checkpoint: str | None,
+    suite: str | None,
+    model_name: str | None,
+    step: int | None,
+    error: str,
+) -> str:
+    """Record a triggered flow run that failed before a run row could exist; returns the record's id."""
+    failure = TriggerFailure(
+        flow_run_id=flow_run_id,
+        checkpoint=checkpoint,
+        suite=suite,
+        model_name=model_name,
+        step=step,
+        error=error,
+    )
+    session.add(failure)
+    session.flush()
+    return failure.id

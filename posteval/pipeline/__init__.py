@@ -12,7 +12,7 @@ from posteval.pipeline.datasets import DatasetRef, load, prepare_dataset
 from posteval.pipeline.gating import gate
 from posteval.pipeline.identity import config_hash, idempotency_key, output_settings, run_settings
 from posteval.pipeline.outputs import run_model
-from posteval.pipeline.persistence import fail, persist
+from posteval.pipeline.persistence import fail, persist, record_trigger_failure
 from posteval.pipeline.registration import RunRef, heartbeat, register_run
 from posteval.pipeline.scoring import DatasetOutcome, assess_base_forgetting, assess_health, score
 from posteval.pipeline.shards import TASK_RUNNERS, check_task_runner, shard_range
@@ -34,6 +34,7 @@ __all__ = [
     "output_settings",
     "persist",
     "prepare_dataset",
+    "record_trigger_failure",
     "register_run",
     "run_model",
     "run_settings",

@@ -1,5 +1,5 @@
 """Persistence: one transaction writes a run's metrics, examples and reports and moves it to succeeded;
-fail() marks it failed, never half-written.
+fail() marks it failed, never half-written; record_trigger_failure() keeps a trigger that never got a run.
 """
 
 from __future__ import annotations
@@ -90,3 +90,32 @@ def fail(run_id: str, error: str, *, database_url: str | None = None, claim_id: 
             return claims.mark_failed(session, run_id, message, claim_id)
 
     return retry_transient(write, "marking the run failed")
+
+
+def record_trigger_failure(
+    error: str,
+    *,
+    flow_run_id: str | None,
+    checkpoint: str | None,
+    suite: str | None,
+    model_name: str | None = None,
+    step: int | None = None,
+    database_url: str | None = None,
+) -> str:
+    """Keep a triggered evaluation that failed before its run row existed (bad suite, checkpoint that never
+    completed), linked to its flow run, so the history lists it with the failed runs."""
+    message = error if len(error) <= ERROR_LIMIT else error[: ERROR_LIMIT - 15] + " ...(truncated)"
+
+    def write() -> str:
+        with session_scope(database_url) as session:
+            return repo.add_trigger_failure(
+                session,
+                flow_run_id=flow_run_id,
+                checkpoint=checkpoint,
+                suite=suite,
+                model_name=model_name,
+                step=step,
+                error=message,
+            )
+
+    return retry_transient(write, "recording the failed trigger")
