@@ -48,6 +48,7 @@ SUITE = """\
 name: automation
 allow_incomplete: true  # a focused test suite, not a full evaluation
 generation: {max_new_tokens: 6, stop: ["\\n"], batch_size: 8}
+training_health: {max_gap: 0.3}  # the verdict from the checkpoint's trainer_state.json
 datasets:
   - {name: clauses, path: clauses.jsonl, key: id, prompt: "Clause: {text}\\nType:", reference: label,
      labels: [lease, nda, employment], metrics: [accuracy]}
@@ -330,7 +331,9 @@ def test_a_failed_gate_fails_the_flow_run_and_notifies_the_webhook_once(
     served: Served, deliveries: Deliveries, finetuned_checkpoint: Path, overfit_checkpoint: Path
 ) -> None:
     good, bad = str(finetuned_checkpoint.resolve()), str(overfit_checkpoint.resolve())
-    for step, checkpoint in ((1, good), (2, bad)):  # one after the other: the second is gated on the first
+    # One after the other, the second at a later training step than the first's trainer_state.json says:
+    # it is gated against the first.
+    for step, checkpoint in ((None, good), (10**6, bad)):
         emit_training_completed(
             training_completed(checkpoint, served.gated_suite, model_name="gated", step=step),
             api_url=served.api_url,
