@@ -37,7 +37,7 @@ def save_webhook_block(url: str, *, name: str = WEBHOOK_BLOCK) -> UUID:
     """A Custom Webhook notification block that POSTs ``{"subject", "body", "name"}`` as JSON to ``url``;
     saved (or replaced) under ``name``; returns its block document id."""
     if not url.startswith(("http://", "https://")):
-        raise InputError(f"--notify-webhook {url!r}: expected an http:// or https:// URL")
+        raise InputError(f"webhook URL {url!r}: expected an http:// or https:// URL")
     block = CustomWebhookNotificationBlock(
         name=name, url=url, json_data={"subject": "{{subject}}", "body": "{{body}}", "name": "{{name}}"}
     )
@@ -47,14 +47,16 @@ def save_webhook_block(url: str, *, name: str = WEBHOOK_BLOCK) -> UUID:
 def saved_block_id(slug: str) -> UUID:
     """The document id of a saved notification block named ``TYPE/NAME`` (e.g. ``slack-webhook/team``)."""
     if "/" not in slug:
-        raise InputError(f"--notify-block {slug!r}: expected BLOCK-TYPE/NAME, e.g. slack-webhook/team-alerts")
+        raise InputError(
+            f"notification block {slug!r}: expected BLOCK-TYPE/NAME, e.g. slack-webhook/team-alerts"
+        )
     try:
         block = cast(Block, Block.load(slug))  # the sync call (async_dispatch): a Block, not a coroutine
     except ValueError as exc:
-        raise InputError(f"--notify-block {slug!r}: no such block on the Prefect server ({exc})") from exc
+        raise InputError(f"notification block {slug!r}: no such block on the Prefect server ({exc})") from exc
     block_id = block._block_document_id
     if block_id is None or not hasattr(block, "notify"):
-        raise InputError(f"--notify-block {slug!r}: not a notification block")
+        raise InputError(f"block {slug!r}: not a notification block")
     return block_id
 
 
@@ -85,7 +87,7 @@ def setup_notifications(webhook: str | None = None, block: str | None = None) ->
     """The automation for ``webhook`` (a URL, saved as a Custom Webhook block) or ``block`` (a saved
     notification block's TYPE/NAME); None when neither is given."""
     if webhook and block:
-        raise InputError("give --notify-webhook or --notify-block, not both")
+        raise InputError("give a webhook URL or a notification block, not both")
     if webhook:
         return notify_on_failure(save_webhook_block(webhook))
     if block:

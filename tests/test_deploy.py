@@ -67,6 +67,7 @@ def test_prefect_deploy_from_a_copy_of_the_repository_evaluates_an_event_on_a_pr
     project = tmp_path / "posteval-checkout"
     shutil.copytree(ROOT, project, ignore=NOT_IN_A_CLONE)
     suites = tmp_path / "suites"
+    suites.mkdir()
     write_jsonl(suites / "clauses.jsonl", heldout_rows(8))
     (suites / "suite.yaml").write_text(SUITE)
     database = tmp_path / "posteval.db"
@@ -77,6 +78,14 @@ def test_prefect_deploy_from_a_copy_of_the_repository_evaluates_an_event_on_a_pr
         "PREFECT_WORKER_QUERY_SECONDS": "1",  # pick the flow run up at once
     }
     env.pop("POSTEVAL_PROJECT_DIR", None)  # the default: the folder `prefect deploy` runs in
+    migrate = subprocess.run(
+        [sys.executable, "-m", "posteval.cli", "db", "upgrade"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert migrate.returncode == 0, migrate.stderr
     _prefect("work-pool", "create", "posteval", "--type", "process", cwd=project, env=env)
     _prefect("--no-prompt", "deploy", "--all", cwd=project, env=env)
 

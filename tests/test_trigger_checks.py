@@ -144,3 +144,41 @@ def test_prefect_yaml_takes_the_working_directory_and_logging_from_the_deploymen
     for deployment in config["deployments"]:
         env = deployment["work_pool"]["job_variables"]["env"]
         assert env == {"POSTEVAL_PROJECT_DIR": "{{ project.stdout }}", **FLOW_RUN_LOGGING}
+
+
+def _notify(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POSTEVAL_NOTIFY_")}
+    env |= {"PREFECT_API_URL": "http://127.0.0.1:9/api", "PREFECT_HOME": str(cwd / "prefect")}
+    return subprocess.run(
+        [sys.executable, "-m", "posteval.cli", "notify", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((), "error: posteval notify: give --webhook URL or --block TYPE/NAME"),
+        (
+            ("--webhook", "ftp://hooks/x"),
+            "error: webhook URL 'ftp://hooks/x': expected an http:// or https:// URL",
+        ),
+        (
+            ("--webhook", "https://hooks/x", "--block", "slack-webhook/team"),
+            "error: give a webhook URL or a notification block, not both",
+        ),
+        (
+            ("--block", "team"),
+            "error: notification block 'team': expected BLOCK-TYPE/NAME, e.g. slack-webhook/team-alerts",
+        ),
+    ],
+)
+def test_notify_refuses_what_cannot_notify_before_touching_the_server(
+    args: tuple[str, ...], message: str, tmp_path: Path
+) -> None:
+    result = _notify(*args, cwd=tmp_path)
+    assert (result.returncode, result.stderr.strip()) == (2, message)
