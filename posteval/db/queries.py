@@ -106,22 +106,22 @@ def _trigger_failures(
         query = query.where(TriggerFailure.model_name == model)
     if since:
         query = query.where(TriggerFailure.created_at >= since)
-    return [
-        (
-            f.id,
-            f.model_name or "",
-            f.checkpoint,
-            f.step,
-            f.suite,
-            "event",
-            "failed",
-            f.created_at,
-            None,
-            f.created_at,
-            f.error,
-        )
-        for f in session.scalars(query)
-    ]
+    rows = []
+    for failure in session.scalars(query):
+        row = {
+            "run_id": failure.id,
+            "model": failure.model_name or "",
+            "checkpoint": failure.checkpoint,
+            "step": failure.step,
+            "suite": failure.suite,
+            "trigger": "event",
+            "status": "failed",
+            "created_at": failure.created_at,
+            "finished_at": failure.created_at,
+            "error": failure.error,
+        }
+        rows.append(tuple(row.get(column) for column in RUN_COLUMNS))  # a column it lacks is empty
+    return rows
 
 
 def resolve_run_id(prefix: str, *, database_url: str | None = None) -> str:
