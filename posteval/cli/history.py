@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import pandas as pd
 import typer
 
-from posteval.cli.checks import check_limit, check_status, parse_since, writable_file
+from posteval.cli.checks import check_gate, check_limit, check_status, parse_since, writable_file
 from posteval.cli.common import FormatOpt, SinceOpt, guard, quiet, with_schema
 from posteval.db import queries
 from posteval.errors import InputError
@@ -42,20 +42,26 @@ def runs_reset(
         console.print(f"run {run_id[:12]} is {previous}: nothing to reset", highlight=False)
 
 
+GATE_HELP = "Only runs whose regression gate ended so: passed, failed, no_baseline or incomparable."
+
+
 def runs_list(
     model: Annotated[str | None, typer.Option(help="Only this model.")] = None,
     suite: Annotated[str | None, typer.Option(help="Only this suite name.")] = None,
     status: Annotated[str | None, typer.Option(help="pending, running, succeeded or failed.")] = None,
+    gate: Annotated[str | None, typer.Option(help=GATE_HELP)] = None,
     since: SinceOpt = None,
     limit: Annotated[int, typer.Option(help="At most this many runs, newest first.")] = 50,
     fmt: FormatOpt = Format.table,
 ) -> None:
-    """List past runs, newest first."""
+    """List past runs, newest first, with their regression-gate outcome ("-": not gated)."""
     quiet(False)
-    status, after, limit = guard(lambda: (check_status(status), parse_since(since), check_limit(limit)))
+    status, gate, after, limit = guard(
+        lambda: (check_status(status), check_gate(gate), parse_since(since), check_limit(limit))
+    )
     frame = guard(
         lambda: with_schema(
-            lambda: queries.runs(model=model, suite=suite, status=status, since=after, limit=limit)
+            lambda: queries.runs(model=model, suite=suite, status=status, gate=gate, since=after, limit=limit)
         )
     )
     if fmt is not Format.table:
@@ -69,6 +75,7 @@ def runs_list(
             "suite": frame["suite"],
             "trigger": frame["trigger"],
             "status": frame["status"],
+            "gate": frame["gate"].map(lambda v: v or "-"),
             "created": pd.to_datetime(frame["created_at"]).dt.strftime("%Y-%m-%d %H:%M"),
         }
     )
