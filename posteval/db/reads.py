@@ -71,7 +71,9 @@ def full_run_id(session: Session, prefix: str) -> str:
     the CLI and every Python API function that takes a run id accept. An unknown id is refused with the
     closest known ones, an ambiguous one with its matches."""
     # autoescape: '%' and '_' in a prefix are literal characters, not LIKE wildcards
-    query = select(EvalRun.id).where(EvalRun.id.startswith(prefix, autoescape=True)).limit(6)
+    query = (
+        select(EvalRun.id).where(EvalRun.id.startswith(prefix, autoescape=True)).order_by(EvalRun.id).limit(6)
+    )
     matches = session.scalars(query).all()
     if len(matches) == 1 and len(prefix) >= 4:
         return matches[0]
