@@ -4,11 +4,13 @@ verdicts are visible (runs list, --gate, compare) with every Python API function
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -208,3 +210,45 @@ def test_an_ambiguous_prefix_is_refused_naming_both_runs(db_url: str) -> None:
             session.add(run)
     with pytest.raises(InputError, match=f"run id '{tag}' is ambiguous: it matches {ids[0]}, {ids[1]}"):
         posteval.run_metrics(tag, database_url=db_url)
+
+
+# -- point 8: the gate's artifacts are readable ---------------------------------------------------------
+
+
+def _artifacts(key: str) -> list[Any]:
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        return client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+
+
+def test_the_gate_publishes_a_short_summary_first_and_the_rounded_table_second(lineage: Lineage) -> None:
+    [summary] = _artifacts(f"posteval-gate-{lineage.bad[:12]}")
+    [table] = _artifacts(f"posteval-comparison-{lineage.bad[:12]}")
+    assert (summary.type, table.type) == ("markdown", "table")
+    assert summary.created < table.created
+    text = str(summary.data)
+    base = posteval.run_metrics(lineage.good, database_url=lineage.url).set_index("name")["value"]
+    this = posteval.run_metrics(lineage.bad, database_url=lineage.url).set_index("name")["value"]
+    assert text.startswith("# ❌ posteval gate: failed\n")
+    stored = posteval.run_summary(lineage.bad, database_url=lineage.url)["gate_summary"]
+    assert f"**failed**: {stored}" in text
+    comparison = posteval.compare(lineage.good, lineage.bad, database_url=lineage.url)
+    accuracy = next(r for r in comparison.rows if r.metric == "accuracy")
+    expected = (
+        f"| ❌ **REGRESSION** | clauses/accuracy | {base['accuracy']:.4f} | {this['accuracy']:.4f} | "
+        f"{accuracy.delta:+.4f} | [{accuracy.ci_low:+.4f}, {accuracy.ci_high:+.4f}] | "
+        f"{accuracy.p_value:.2g} | fails if drop > 0.02 and p < 0.05 |"
+    )
+    assert expected in text.splitlines()
+    assert "clauses/f1" not in text  # not gated: only in the full table
+    report = Path(text.split("Full report: ")[1].split("`")[1])
+    assert report.name == f"posteval-report-{lineage.bad[:12]}.html" and report.is_file()
+    assert lineage.bad in report.read_text()
+    rows = json.loads(table.data) if isinstance(table.data, str) else table.data
+    assert [list(r)[:3] for r in rows] == [["dataset", "metric", "gate"]] * len(rows)
+    assert {(r["metric"], r["gate"]) for r in rows} == {("accuracy", "REGRESSION"), ("f1", "-")}
+    numbers = [n for r in rows for v in r.values() for n in re.findall(r"[-+]?[\d.]+(?:e[-+]?\d+)?", str(v))]
+    # rounded: 0.4444, 1.86e-09 and 0.000999, never 0.4444444444444444 or 1.862645149230957e-09
+    assert numbers and all(len(n.lstrip("+-")) <= 8 for n in numbers), numbers
