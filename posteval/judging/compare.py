@@ -15,7 +15,7 @@ than ``max_drop`` and the test's p-value is below the gate's ``alpha``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -287,9 +287,11 @@ def compare_runs(
     gates: Mapping[str, Gate] | None = None,
     seed: int | None = None,
     n_resamples: int | None = None,
+    only: Collection[tuple[str, str]] | None = None,
     database_url: str | None = None,
 ) -> Comparison:
-    """Compare every metric the two runs share (ids or unique prefixes, as the CLI takes).
+    """Compare every metric the two runs share (ids or unique prefixes, as the CLI takes), or only the
+    (dataset, metric) pairs in ``only``.
 
     ``gates`` maps ``dataset/metric`` to its gate; without it (and without ``seed`` or ``n_resamples``)
     the candidate's stored suite decides, as its regression gate did, so a gated metric shows its verdict.
@@ -314,6 +316,6 @@ def compare_runs(
                 n_resamples,
             )
             for (dataset, metric), stored in candidate.values.items()
-            if (dataset, metric) in baseline.values
+            if (dataset, metric) in baseline.values and (only is None or (dataset, metric) in only)
         ]
     return Comparison(ids[0], ids[1], rows, notes)
