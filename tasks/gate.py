@@ -60,7 +60,7 @@ def gate_task(run_id: str, suite: Suite, database_url: str | None) -> tuple[str,
     )
     if comparison is not None and table_key is not None:
         create_table_artifact(
-            table=comparison_records(comparison),  # type: ignore[arg-type]
+            table=comparison_records(comparison),
             key=table_key,
             description=f"posteval run {run_id[:12]}: every compared metric (gate verdict third)",
         )

@@ -106,7 +106,8 @@ def primary_metric(source: str, stored: Sequence[tuple[str, str]]) -> tuple[str 
     gated = [str(key) for key in (data.get("gates") or {}) if str(key) in known]
     if gated:
         return gated[0], "the suite's first gated metric (no primary: set)"
-    datasets = data.get("datasets") if isinstance(data.get("datasets"), list) else []
+    datasets = data.get("datasets")
+    datasets = datasets if isinstance(datasets, list) else []
     scored_text = {d.get("name") for d in datasets if isinstance(d, dict) and d.get("kind") == "perplexity"}
     task = [f"{d}/{m}" for d, m in stored if d not in scored_text and d not in HEALTH_DATASETS]
     if task:
