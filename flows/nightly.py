@@ -1,9 +1,10 @@
-"""The nightly flow: pinned baselines and every tracked model's latest checkpoint on the current suites."""
+"""The nightly flow: pinned baselines and every tracked model's latest checkpoint on the current suites it
+was evaluated on."""
 
 from __future__ import annotations
 
 from dataclasses import asdict
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -46,7 +47,11 @@ def previous_night_end() -> datetime | None:
 
 
 def evaluate(
-    target: night.Target, suite: str, row: night.NightRow, since: datetime | None, options: dict[str, Any]
+    target: night.Target,
+    suite: str,
+    row: night.NightRow,
+    nights: tuple[datetime | None, datetime],
+    options: dict[str, Any],
 ) -> None:
     """Evaluate one target on one suite as a subflow (``options``: database and task runner) into ``row``."""
     state = evaluate_checkpoint(
@@ -58,12 +63,14 @@ def evaluate(
         return_state=True,
     )
     db = options["database_url"]
+    since, tonight = nights  # when the previous night ended, when this one began
     outcome = state.result(raise_on_failure=False)
     if state.is_completed():
-        night.record_run(row, str(outcome), since=since, database_url=db)
+        night.record_run(row, str(outcome), since=since, tonight=tonight, database_url=db)
     elif isinstance(outcome, GateFailed):
-        night.record_run(row, outcome.run_id, since=since, regressed=True, database_url=db)
-        row.note = str(outcome).removeprefix(f"run {outcome.run_id}: ")
+        night.record_run(row, outcome.run_id, since=since, tonight=tonight, regressed=True, database_url=db)
+        if row.status == "regressed":  # a verdict from before tonight stays as record_run noted it
+            row.note = str(outcome).removeprefix(f"run {outcome.run_id}: ")
     else:
         row.note = str(outcome) if isinstance(outcome, BaseException) else (state.message or state.name)
 
@@ -76,24 +83,26 @@ def nightly(
     task_runner: str = "default",
     dask_address: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Re-evaluate pinned baselines, then the latest checkpoint of every tracked model, on each suite.
+    """Re-evaluate pinned baselines on their suite, then the latest checkpoint of every tracked model on
+    each given suite it was evaluated on before (:func:`posteval.judging.nightly.plan`).
 
-    Runs are idempotent on content, so an unchanged checkpoint, suite and data reuse the stored run and
-    every cached output. Publishes the Markdown artifact ``posteval-nightly`` with what changed since the
-    previous night; ends Failed when an evaluation failed or a regression gate did. ``task_runner`` and
-    ``dask_address`` go to each post-training flow run.
+    Runs are idempotent on content, so an unchanged checkpoint, suite and data reuse the stored run, its
+    gate verdict and every cached output: such a run is unchanged, whatever its verdict. Publishes the
+    Markdown artifact ``posteval-nightly`` with what changed since the previous night; ends Failed when an
+    evaluation failed or a regression gate failed tonight. ``task_runner`` and ``dask_address`` go to each
+    post-training flow run.
     """
     if not suites:
         raise InputError("nightly: no suites given; pass the suite files to re-evaluate with")
+    tonight = datetime.now(UTC)
     names = {suite: load_suite(suite).suite.name for suite in suites}
     since = previous_night_end()
     options = {"database_url": database_url, "task_runner": task_runner, "dask_address": dask_address}
     rows: list[night.NightRow] = []
-    for target in night.targets(models=models, database_url=database_url):
-        for suite in (s for s in suites if target.suite in (None, names[s])):
-            row = night.NightRow(target.model, target.path, target.step, names[suite], pinned=target.pinned)
-            evaluate(target, suite, row, since, options)
-            rows.append(row)
+    for target, suite in night.plan(names, models=models, database_url=database_url):
+        row = night.NightRow(target.model, target.path, target.step, names[suite], pinned=target.pinned)
+        evaluate(target, suite, row, (since, tonight), options)
+        rows.append(row)
     create_markdown_artifact(
         night.summary_markdown(rows, since=since),
         key=ARTIFACT_KEY,

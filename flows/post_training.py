@@ -69,8 +69,9 @@ def evaluate_checkpoint(
         ckpt, loaded, datasets, trigger, flow_run.get_id(), force, base, database_url, claim
     )
     log_run(run.run_id, run.status, ckpt, spec.name)
-    if run.status == "succeeded":  # a re-delivered trigger: the stored outcome stands
-        return _gate_outcome(run.run_id, *gate_task(run.run_id, spec, database_url))
+    if run.status == "succeeded":  # a re-delivered trigger: the stored outcome stands, its verdict too
+        kept = pipeline.stored_gate(run.run_id, database_url=database_url)
+        return _gate_outcome(run.run_id, *(kept or gate_task(run.run_id, spec, database_url)))
     try:
         with heartbeat(run, database_url=database_url):
             _evaluate(run, ckpt, spec, datasets, base, database_url, task_runner, dask_address)

@@ -83,6 +83,9 @@ def demo_rows() -> dict[str, list[dict[str, Any]]]:
                 "checkpoint_id": i + 1,
                 "suite_id": 1,
                 "model_name": "contracts",
+                # 0008: the path and step the run was evaluated at (its checkpoint's, as the backfill has it)
+                "checkpoint_path": ("/models/base", "/models/ft")[i],
+                "training_step": (None, 40)[i],
                 "trigger": "manual",
                 "status": "succeeded",
                 "started_at": WHEN,

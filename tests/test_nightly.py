@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from posteval.db.migrate import upgrade
-from posteval.db.queries import run_metrics
+from posteval.db.queries import run_metrics, run_summary
 from posteval.flows.nightly import ARTIFACT_KEY, nightly
 from posteval.flows.post_training import evaluate_checkpoint
 from posteval.inputs.checkpoint import resolve_checkpoint
@@ -127,3 +127,77 @@ def test_a_pinned_baseline_is_evaluated_first_and_only_on_its_suite(
 def test_no_suites_is_refused(prefect_harness: None) -> None:
     with pytest.raises(Exception, match="nightly: no suites given"):
         nightly(suites=[], database_url="sqlite://")
+
+
+GATED = """\
+name: {name}
+allow_incomplete: true
+generation: {{max_new_tokens: 4, batch_size: 16}}
+datasets:
+  - name: clauses
+    path: clauses.jsonl
+    prompt: "Clause: {{text}}\\nType:"
+    reference: label
+    key: id
+    labels: [lease, nda, employment]
+    metrics: [accuracy]
+gates:
+  clauses/accuracy: {{max_drop: 0.02, alpha: 0.05}}
+"""
+
+
+@pytest.fixture(scope="module")
+def regressed(
+    prefect_harness: None,
+    finetuned_checkpoint: Path,
+    overfit_checkpoint: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[str, Any]:
+    """Model "r" on suite "gated": the fine-tune, then the overfit checkpoint whose gate failed; model "s"
+    only on suite "elsewhere"."""
+    from posteval.errors import GateFailed
+
+    folder = tmp_path_factory.mktemp("regressed")
+    write_jsonl(folder / "clauses.jsonl", heldout_rows(54))
+    for name in ("gated", "elsewhere"):
+        (folder / f"{name}.yaml").write_text(GATED.format(name=name))
+    url = f"sqlite:///{folder / 'regressed.db'}"
+    upgrade(url)
+    gated = {"suite": str(folder / "gated.yaml"), "model_name": "r", "database_url": url}
+    good = evaluate_checkpoint(checkpoint=str(finetuned_checkpoint), **gated)
+    with pytest.raises(GateFailed) as failed:
+        evaluate_checkpoint(checkpoint=str(overfit_checkpoint), **gated)
+    elsewhere = {"suite": str(folder / "elsewhere.yaml"), "model_name": "s", "database_url": url}
+    evaluate_checkpoint(checkpoint=str(finetuned_checkpoint), **elsewhere)
+    return {"url": url, "folder": folder, "good": good, "bad": failed.value.run_id}
+
+
+def test_a_run_already_gated_keeps_its_verdict_and_is_unchanged(
+    regressed: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from posteval import pipeline
+
+    url, bad = regressed["url"], regressed["bad"]
+    before = run_summary(bad, database_url=url)
+
+    def no_gate(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a run that was already gated was gated again")
+
+    monkeypatch.setattr(pipeline, "gate", no_gate)
+    for _ in range(2):  # night after night: no new failure
+        [row] = nightly(suites=[str(regressed["folder"] / "gated.yaml")], models=["r"], database_url=url)
+        assert (row["run_id"], row["status"]) == (bad, "unchanged")
+        kept = f"gate failed before tonight (kept, not counted again): {before['gate_summary']}"
+        assert row["note"] == kept
+    after = run_summary(bad, database_url=url)
+    assert (after["gate_status"], after["gate_summary"]) == ("failed", before["gate_summary"])
+    assert "| r | " in _latest_artifact() and "| unchanged |" in _latest_artifact()
+
+
+def test_each_model_is_evaluated_only_on_the_suites_it_was_evaluated_on(regressed: dict[str, Any]) -> None:
+    folder = regressed["folder"]
+    suites = {str(folder / "gated.yaml"): "gated", str(folder / "elsewhere.yaml"): "elsewhere"}
+    planned = night.plan(suites, database_url=regressed["url"])
+    assert [(t.model, suites[path]) for t, path in planned] == [("r", "gated"), ("s", "elsewhere")]
+    rows = nightly(suites=list(suites), models=["s"], database_url=regressed["url"])
+    assert [(r["model"], r["suite"], r["status"]) for r in rows] == [("s", "elsewhere", "unchanged")]

@@ -53,10 +53,12 @@ CHANGE = {
 
 def test_the_forgetting_table_is_text_with_dashes_for_missing_values() -> None:
     (headers, rows), forgets = forgetting_table([CHANGE, {**CHANGE, "base": 10.0, "forgets": True}])
-    assert headers == ["dataset", "metric", "base", "fine-tune", "worse by", "p", "test", "forgotten"]
+    assert headers == [
+        "dataset", "metric", "base", "fine-tune", "worse by", "p", "test", "forgotten", "examples lost",
+    ]  # fmt: skip
     assert rows == [
-        ["general-text", "perplexity", "-", "12.5", "+25.0%", "-", "paired_bootstrap", "-"],
-        ["general-text", "perplexity", "10", "12.5", "+25.0%", "-", "paired_bootstrap", "-"],
+        ["general-text", "perplexity", "-", "12.5", "+25.0%", "-", "paired_bootstrap", "no", "-"],
+        ["general-text", "perplexity", "10", "12.5", "+25.0%", "-", "paired_bootstrap", "yes", "-"],
     ]
     assert forgets == [False, True]
 

@@ -135,7 +135,7 @@ def test_gate_publishes_a_prefect_table_artifact(two_runs: tuple[str, str, Path]
     assert [a.type for a in artifacts] == ["table"]
     table = artifacts[0].data
     rows = json.loads(table) if isinstance(table, str) else table
-    assert {(r["dataset"], r["metric"], r["regression"]) for r in rows} >= {("clauses", "accuracy", True)}
+    assert {(r["dataset"], r["metric"], r["gate"]) for r in rows} >= {("clauses", "accuracy", "REGRESSION")}
 
 
 def test_pinned_baseline_wins_over_the_previous_run(two_runs: tuple[str, str, Path], sqlite_url: str) -> None:

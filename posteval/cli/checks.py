@@ -10,7 +10,7 @@ import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from posteval.db.models import RUN_STATUSES
+from posteval.db.models import GATE_STATUSES, RUN_STATUSES
 from posteval.errors import InputError
 
 DURATION_UNITS = {"d": "days", "h": "hours", "m": "minutes", "w": "weeks"}
@@ -20,6 +20,13 @@ def check_status(value: str | None) -> str | None:
     """``--status``: one of the run statuses."""
     if value is not None and value not in RUN_STATUSES:
         raise InputError(f"--status {value!r}: expected one of {', '.join(RUN_STATUSES)}")
+    return value
+
+
+def check_gate(value: str | None) -> str | None:
+    """``--gate``: one of the regression gate's outcomes."""
+    if value is not None and value not in GATE_STATUSES:
+        raise InputError(f"--gate {value!r}: expected one of {', '.join(GATE_STATUSES)}")
     return value
 
 

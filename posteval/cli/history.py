@@ -9,11 +9,12 @@ from typing import Annotated, Any
 
 import pandas as pd
 import typer
+import yaml
 
-from posteval.cli.checks import check_limit, check_status, parse_since, writable_file
+from posteval.cli.checks import check_gate, check_limit, check_status, parse_since, writable_file
 from posteval.cli.common import FormatOpt, SinceOpt, guard, quiet, with_schema
 from posteval.db import queries
-from posteval.errors import InputError
+from posteval.errors import InputError, short_error
 from posteval.numbers import num
 from posteval.views.output import Format, emit
 from posteval.views.render import comparison_table, console, err_console, print_run
@@ -42,20 +43,26 @@ def runs_reset(
         console.print(f"run {run_id[:12]} is {previous}: nothing to reset", highlight=False)
 
 
+GATE_HELP = "Only runs whose regression gate ended so: passed, failed, no_baseline or incomparable."
+
+
 def runs_list(
     model: Annotated[str | None, typer.Option(help="Only this model.")] = None,
     suite: Annotated[str | None, typer.Option(help="Only this suite name.")] = None,
     status: Annotated[str | None, typer.Option(help="pending, running, succeeded or failed.")] = None,
+    gate: Annotated[str | None, typer.Option(help=GATE_HELP)] = None,
     since: SinceOpt = None,
     limit: Annotated[int, typer.Option(help="At most this many runs, newest first.")] = 50,
     fmt: FormatOpt = Format.table,
 ) -> None:
-    """List past runs, newest first."""
+    """List past runs, newest first, with their regression-gate outcome ("-": not gated)."""
     quiet(False)
-    status, after, limit = guard(lambda: (check_status(status), parse_since(since), check_limit(limit)))
+    status, gate, after, limit = guard(
+        lambda: (check_status(status), check_gate(gate), parse_since(since), check_limit(limit))
+    )
     frame = guard(
         lambda: with_schema(
-            lambda: queries.runs(model=model, suite=suite, status=status, since=after, limit=limit)
+            lambda: queries.runs(model=model, suite=suite, status=status, gate=gate, since=after, limit=limit)
         )
     )
     if fmt is not Format.table:
@@ -69,6 +76,7 @@ def runs_list(
             "suite": frame["suite"],
             "trigger": frame["trigger"],
             "status": frame["status"],
+            "gate": frame["gate"].map(lambda v: v or "-"),
             "created": pd.to_datetime(frame["created_at"]).dt.strftime("%Y-%m-%d %H:%M"),
         }
     )
@@ -126,24 +134,75 @@ def compare(
     console.print(comparison_table(comparison))
 
 
+REPORT_OUT_HELP = (
+    "The HTML file (default: posteval-report-<run12>.html, or posteval-lineage-<model>-<suite>.html)."
+)
+
+
 def report(
-    run: Annotated[str, typer.Argument(help="A run id or a unique prefix of at least 4 characters.")],
+    run: Annotated[
+        str | None, typer.Argument(help="A run id or a unique prefix of at least 4 characters.")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Instead of RUN: the whole lineage of this model.")
+    ] = None,
+    suite: Annotated[
+        str | None, typer.Option("--suite", "-s", help="With --model: the suite (its name or its file).")
+    ] = None,
     out: Annotated[
         Path | None,
-        typer.Option("--out", "-o", help="The HTML file (default: posteval-report-<run12>.html)."),
+        typer.Option("--out", "-o", help=REPORT_OUT_HELP),
     ] = None,
 ) -> None:
-    """Write a run's report: one self-contained HTML file (metrics, baseline comparison, health, examples)."""
+    """Write one self-contained HTML file: a run's report (metrics, baseline comparison, health, examples),
+    or with --model and --suite the model's whole history on the suite and which checkpoint to ship."""
     quiet(False)
     if out is not None:
         guard(lambda: writable_file(out, "--out"))
+    if model is not None or suite is not None:
+        guard(lambda: lineage_report(run, model, suite, out))
+        return
+    if run is None:
+        guard(lambda: _refuse("give a RUN, or --model and --suite for a model's whole history"))
     from posteval.views.report import write_report
 
     def write() -> Path:
-        run_id = queries.resolve_run_id(run)
+        run_id = queries.resolve_run_id(str(run))
         return write_report(run_id, out or Path(f"posteval-report-{run_id[:12]}.html"))
 
     console.print(f"report written to {guard(lambda: with_schema(write))}", highlight=False)
+
+
+def _refuse(message: str) -> None:
+    raise InputError(message)
+
+
+def suite_name(path: Path) -> str:
+    """The ``name:`` of the suite file at ``path``, read without validating the suite again (that loads
+    every metric family; a report only needs the name its runs were stored under)."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise InputError(f"--suite {path}: cannot read a suite name from it: {short_error(exc)}") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("name"), str):
+        raise InputError(f"--suite {path}: expected a suite file with a 'name'")
+    return data["name"]
+
+
+def lineage_report(run: str | None, model: str | None, suite: str | None, out: Path | None) -> None:
+    """``report --model M --suite S``: the lineage report (refused with a RUN, or without both options)."""
+    if run is not None:
+        raise InputError("give either a RUN or --model and --suite, not both")
+    if model is None or suite is None:
+        raise InputError(f"--{'suite' if model else 'model'} is missing: a lineage is one model on one suite")
+    if Path(suite).is_file():
+        suite = suite_name(Path(suite))
+    from posteval.views.lineage_report import write_lineage_report
+
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{model}-{suite}")
+    target = out or Path(f"posteval-lineage-{safe}.html")
+    written = with_schema(lambda: write_lineage_report(model, suite, target))
+    console.print(f"lineage report written to {written}", highlight=False)
 
 
 def history_command(

@@ -34,6 +34,8 @@ def get_or_create_run(
     trigger: str,
     idempotency_key: str,
     flow_run_id: str | None,
+    checkpoint_path: str | None = None,
+    training_step: int | None = None,
 ) -> tuple[EvalRun, bool]:
     """The run for ``idempotency_key`` and whether it was created now (a re-delivered trigger finds it)."""
     existing = session.scalars(select(EvalRun).filter_by(idempotency_key=idempotency_key)).first()
@@ -45,6 +47,8 @@ def get_or_create_run(
                 checkpoint_id=checkpoint_id,
                 suite_id=suite_id,
                 model_name=model_name,
+                checkpoint_path=checkpoint_path,
+                training_step=training_step,
                 trigger=trigger,
                 status="pending",
                 idempotency_key=idempotency_key,

@@ -124,6 +124,11 @@ class EvalRun(CreatedAt, Base):
     # The model (lineage) this run counts for: from the trigger, or the checkpoint folder's name. It lives
     # on the run, not the checkpoint, so one checkpoint evaluated under two names never moves lineage.
     model_name: Mapped[str] = mapped_column(String(255), index=True, default="")
+    # Where the checkpoint was and its training step when this run evaluated it. The checkpoint row is
+    # keyed by content and its path follows the latest sighting; the run keeps its own (NULL only in rows
+    # written without them, which read the checkpoint's: queries coalesce).
+    checkpoint_path: Mapped[str | None] = mapped_column(Text)
+    training_step: Mapped[int | None] = mapped_column(Integer)
     trigger: Mapped[str] = mapped_column(String(32))
     status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

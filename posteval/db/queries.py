@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 from datetime import UTC, datetime
 from typing import Any
 
@@ -10,9 +9,11 @@ import pandas as pd
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from posteval.db import reads
 from posteval.db.engine import session_scope
 from posteval.db.lineage import in_lineage_order
 from posteval.db.models import (
+    GATE_STATUSES,
     Checkpoint,
     Dataset,
     EvalRun,
@@ -23,6 +24,7 @@ from posteval.db.models import (
     Suite,
     TriggerFailure,
 )
+from posteval.db.reads import RUN_PATH, RUN_STEP
 from posteval.errors import InputError
 
 RUN_COLUMNS = [
@@ -33,6 +35,7 @@ RUN_COLUMNS = [
     "suite",
     "trigger",
     "status",
+    "gate",
     "created_at",
     "started_at",
     "finished_at",
@@ -46,25 +49,32 @@ def runs(
     model: str | None = None,
     suite: str | None = None,
     status: str | None = None,
+    gate: str | None = None,
     since: datetime | None = None,
     limit: int = 50,
     database_url: str | None = None,
 ) -> pd.DataFrame:
-    """Runs, newest first, optionally filtered by model name, suite name, status and creation time.
+    """Runs, newest first, optionally filtered by model name, suite name, status, regression-gate outcome
+    (``passed``, ``failed``, ``no_baseline``, ``incomparable``) and creation time.
 
     Failed runs include triggered flow runs that failed before a run row could exist (trigger failures:
-    their id is the failure record's, their suite the path the event named; a suite filter leaves them
-    out, since no suite could be read).
+    their id is the failure record's, their suite the path the event named; a suite or gate filter
+    leaves them out, since no suite could be read and no gate ran).
+
+    ``gate`` is the stored gate outcome (None for a run never gated: not succeeded, or gated before 0003).
     """
+    if gate is not None and gate not in GATE_STATUSES:
+        raise InputError(f"gate {gate!r}: expected one of {', '.join(GATE_STATUSES)}")
     query = (
         select(
             EvalRun.id,
             EvalRun.model_name,
-            Checkpoint.path,
-            Checkpoint.training_step,
+            RUN_PATH,
+            RUN_STEP,
             Suite.name,
             EvalRun.trigger,
             EvalRun.status,
+            EvalRun.gate_status,
             EvalRun.created_at,
             EvalRun.started_at,
             EvalRun.finished_at,
@@ -81,11 +91,13 @@ def runs(
         query = query.where(Suite.name == suite)
     if status:
         query = query.where(EvalRun.status == status)
+    if gate:
+        query = query.where(EvalRun.gate_status == gate)
     if since:
         query = query.where(EvalRun.created_at >= since)
     with session_scope(database_url) as session:
         rows = [tuple(r) for r in session.execute(query).all()]
-        if status in (None, "failed") and not suite:
+        if status in (None, "failed") and not suite and not gate:
             rows += _trigger_failures(session, model, since, limit)
     rows.sort(key=lambda row: _aware(row[RUN_COLUMNS.index("created_at")]), reverse=True)
     return pd.DataFrame(rows[:limit], columns=RUN_COLUMNS)
@@ -127,24 +139,10 @@ def _trigger_failures(
 def resolve_run_id(prefix: str, *, database_url: str | None = None) -> str:
     """The full id of the run whose id starts with ``prefix`` (at least 4 characters, unambiguous).
 
-    An unknown id is refused with the closest known ones.
+    An unknown id is refused with the closest known ones (:func:`posteval.db.reads.full_run_id`).
     """
     with session_scope(database_url) as session:
-        # autoescape: '%' and '_' in a prefix are literal characters, not LIKE wildcards
-        query = select(EvalRun.id).where(EvalRun.id.startswith(prefix, autoescape=True)).limit(6)
-        matches = session.scalars(query).all()
-        if not matches:
-            known = session.scalars(select(EvalRun.id).order_by(EvalRun.created_at.desc()).limit(1_000)).all()
-    if len(matches) == 1 and len(prefix) >= 4:
-        return matches[0]
-    if not matches:
-        close = difflib.get_close_matches(prefix, [k[: len(prefix)] for k in known], n=3, cutoff=0.3)
-        nearest = [k for c in close for k in known if k.startswith(c)][:3]
-        hint = f"; closest: {', '.join(k[:12] for k in nearest)}" if nearest else ""
-        raise InputError(f"no run with id {prefix!r}{hint} (`posteval runs list` shows the recent ones)")
-    if len(prefix) < 4:
-        raise InputError(f"run id prefix {prefix!r} is too short: give at least 4 characters")
-    raise InputError(f"run id {prefix!r} is ambiguous: it matches {', '.join(matches)}")
+        return reads.full_run_id(session, prefix)
 
 
 def interrupted_run(*, database_url: str | None = None) -> str | None:
@@ -162,7 +160,9 @@ def interrupted_run(*, database_url: str | None = None) -> str | None:
 
 
 def run_metrics(run_id: str, *, database_url: str | None = None) -> pd.DataFrame:
-    """The metric rows of one run: dataset, name, value, ci_low, ci_high, n, higher_is_better."""
+    """The metric rows of one run (an id or a unique prefix, as the CLI takes): dataset, name, value,
+    ci_low, ci_high, n, higher_is_better. An unknown or ambiguous id is refused naming it."""
+    run_id = resolve_run_id(run_id, database_url=database_url)
     query = (
         select(
             Dataset.name,
@@ -184,6 +184,7 @@ def run_metrics(run_id: str, *, database_url: str | None = None) -> pd.DataFrame
 
 def run_details(run_id: str, *, database_url: str | None = None) -> list[dict[str, Any]]:
     """The run's reports (confusion matrix, per-class table...): dataset, name, n, signature, details."""
+    run_id = resolve_run_id(run_id, database_url=database_url)
     query = (
         select(Dataset.name, RunDetail.name, RunDetail.n, RunDetail.signature, RunDetail.details)
         .join(Dataset, RunDetail.dataset_id == Dataset.id)
@@ -199,7 +200,9 @@ def run_details(run_id: str, *, database_url: str | None = None) -> list[dict[st
 
 
 def run_summary(run_id: str, *, database_url: str | None = None) -> dict[str, object]:
-    """One run's row as a dict (model, checkpoint, suite, status, times, error, warnings)."""
+    """One run's row as a dict (model, checkpoint, suite, status, times, error, warnings, gate); ``run_id``
+    is an id or a unique prefix."""
+    run_id = resolve_run_id(run_id, database_url=database_url)
     query = (
         select(EvalRun, Checkpoint, Suite)
         .join(Checkpoint, EvalRun.checkpoint_id == Checkpoint.id)
@@ -214,9 +217,9 @@ def run_summary(run_id: str, *, database_url: str | None = None) -> dict[str, ob
         return {
             "run_id": run.id,
             "model": run.model_name,
-            "checkpoint": ckpt.path,
+            "checkpoint": run.checkpoint_path or ckpt.path,
             "checkpoint_fingerprint": ckpt.fingerprint,
-            "step": ckpt.training_step,
+            "step": ckpt.training_step if run.training_step is None else run.training_step,
             "suite": suite.name,
             "trigger": run.trigger,
             "status": run.status,
@@ -234,8 +237,10 @@ def run_summary(run_id: str, *, database_url: str | None = None) -> dict[str, ob
 
 
 def run_health(run_id: str, *, database_url: str | None = None) -> dict[str, dict[str, object]]:
-    """The run's health reports by kind (overfitting, forgetting): verdict, reason and details."""
+    """The run's health reports by kind (overfitting, forgetting): verdict, reason and details; ``run_id``
+    is an id or a unique prefix."""
     with session_scope(database_url) as session:
+        run_id = reads.full_run_id(session, run_id)
         rows = session.scalars(select(HealthReport).where(HealthReport.run_id == run_id)).all()
         return {r.kind: {"verdict": r.verdict, "reason": r.reason, "details": r.details} for r in rows}
 
@@ -284,7 +289,7 @@ def metric_history(
         select(
             EvalRun.id,
             EvalRun.model_name,
-            Checkpoint.training_step,
+            RUN_STEP,
             EvalRun.created_at,
             Suite.name,
             Dataset.name,

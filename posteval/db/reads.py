@@ -7,11 +7,12 @@ and return DataFrames for the CLI and the Python API are in :mod:`posteval.db.qu
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from posteval.db.models import (
@@ -26,6 +27,11 @@ from posteval.db.models import (
     Suite,
 )
 from posteval.errors import InputError
+
+# The checkpoint path and training step a run was evaluated at (the run's own, else its checkpoint's for
+# rows written without them). Every read that shows a run's checkpoint uses these, never Checkpoint.path.
+RUN_PATH = func.coalesce(EvalRun.checkpoint_path, Checkpoint.path)
+RUN_STEP = func.coalesce(EvalRun.training_step, Checkpoint.training_step)
 
 
 @dataclass(frozen=True)
@@ -47,7 +53,7 @@ def run_row(session: Session, run_id: str) -> RunRow:
             EvalRun.model_name,
             EvalRun.status,
             Suite.name,
-            Checkpoint.training_step,
+            RUN_STEP,
             EvalRun.created_at,
             EvalRun.output_settings,
         )
@@ -58,6 +64,28 @@ def run_row(session: Session, run_id: str) -> RunRow:
     if found is None:
         raise InputError(f"no run with id {run_id!r}")
     return RunRow(*found)
+
+
+def full_run_id(session: Session, prefix: str) -> str:
+    """The full id of the run whose id starts with ``prefix`` (at least 4 characters, unambiguous): what
+    the CLI and every Python API function that takes a run id accept. An unknown id is refused with the
+    closest known ones, an ambiguous one with its matches."""
+    # autoescape: '%' and '_' in a prefix are literal characters, not LIKE wildcards
+    query = (
+        select(EvalRun.id).where(EvalRun.id.startswith(prefix, autoescape=True)).order_by(EvalRun.id).limit(6)
+    )
+    matches = session.scalars(query).all()
+    if len(matches) == 1 and len(prefix) >= 4:
+        return matches[0]
+    if not matches:
+        known = session.scalars(select(EvalRun.id).order_by(EvalRun.created_at.desc()).limit(1_000)).all()
+        close = difflib.get_close_matches(prefix, [k[: len(prefix)] for k in known], n=3, cutoff=0.3)
+        nearest = [k for c in close for k in known if k.startswith(c)][:3]
+        hint = f"; closest: {', '.join(k[:12] for k in nearest)}" if nearest else ""
+        raise InputError(f"no run with id {prefix!r}{hint} (`posteval runs list` shows the recent ones)")
+    if len(prefix) < 4:
+        raise InputError(f"run id prefix {prefix!r} is too short: give at least 4 characters")
+    raise InputError(f"run id {prefix!r} is ambiguous: it matches {', '.join(matches)}")
 
 
 def run_exists(session: Session, run_id: str) -> bool:
@@ -128,7 +156,7 @@ def succeeded_runs(session: Session, model: str, suite: str) -> list[tuple[str, 
     """Succeeded runs of ``model`` on the suite named ``suite``, newest first:
     (run id, checkpoint id, training step, run creation time)."""
     rows = session.execute(
-        select(EvalRun.id, Checkpoint.id, Checkpoint.training_step, EvalRun.created_at)
+        select(EvalRun.id, Checkpoint.id, RUN_STEP, EvalRun.created_at)
         .join(Checkpoint, EvalRun.checkpoint_id == Checkpoint.id)
         .join(Suite, EvalRun.suite_id == Suite.id)
         .where(EvalRun.model_name == model, Suite.name == suite, EvalRun.status == "succeeded")
@@ -140,11 +168,22 @@ def succeeded_runs(session: Session, model: str, suite: str) -> list[tuple[str, 
 def evaluated_checkpoints(session: Session) -> list[tuple[str, str, int | None, datetime]]:
     """Every run's checkpoint: (model name, checkpoint path, training step, run creation time)."""
     rows = session.execute(
-        select(EvalRun.model_name, Checkpoint.path, Checkpoint.training_step, EvalRun.created_at).join(
+        select(EvalRun.model_name, RUN_PATH, RUN_STEP, EvalRun.created_at).join(
             Checkpoint, EvalRun.checkpoint_id == Checkpoint.id
         )
     ).all()
     return [(m, p, st, t) for m, p, st, t in rows]
+
+
+def model_suites(session: Session) -> dict[str, set[str]]:
+    """The suite names each model (lineage) has runs of, any status: what the nightly run evaluates it on."""
+    rows = session.execute(
+        select(EvalRun.model_name, Suite.name).join(Suite, EvalRun.suite_id == Suite.id).distinct()
+    ).all()
+    found: dict[str, set[str]] = {}
+    for model, suite in rows:
+        found.setdefault(model, set()).add(suite)
+    return found
 
 
 def pinned_checkpoints(session: Session) -> list[tuple[str, str, str, int | None]]:
@@ -152,7 +191,7 @@ def pinned_checkpoints(session: Session) -> list[tuple[str, str, str, int | None
     (model name, suite name, checkpoint path, training step)."""
     columns = (Baseline.model_name, Baseline.suite_name, Checkpoint.path, Checkpoint.training_step)
     of_run = (
-        select(*columns)
+        select(Baseline.model_name, Baseline.suite_name, RUN_PATH, RUN_STEP)
         .join(EvalRun, Baseline.run_id == EvalRun.id)
         .join(Checkpoint, EvalRun.checkpoint_id == Checkpoint.id)
     )
@@ -179,7 +218,14 @@ def pinned_baselines(session: Session) -> list[tuple[str, str, str | None, str |
 
 
 def checkpoint_id_at(session: Session, path: str) -> int | None:
-    """The newest stored checkpoint at ``path``, if any."""
-    return session.scalars(
+    """The newest stored checkpoint at ``path`` (its latest sighting, or where a run evaluated it), if any."""
+    found = session.scalars(
         select(Checkpoint.id).where(Checkpoint.path == path).order_by(Checkpoint.id.desc())
     ).first()
+    if found is None:
+        found = session.scalars(
+            select(EvalRun.checkpoint_id)
+            .where(EvalRun.checkpoint_path == path)
+            .order_by(EvalRun.created_at.desc())
+        ).first()
+    return found

@@ -179,8 +179,12 @@ def parse_suite(text: str, path: Path) -> tuple[Suite, str]:
         raise SuiteError(f"{path}: {_loc(first['loc'])}: {_describe(first)}{more}") from exc
     _check_metrics(suite, path)
     _check_gates(suite, path)
+    _check_primary(suite, path)
     _check_rule_of_three(suite, path)
-    fingerprint = sha256_json(suite.model_dump(mode="json"))
+    content = suite.model_dump(mode="json")
+    if content["primary"] is None:  # suites written before the key existed keep their fingerprint
+        del content["primary"]
+    fingerprint = sha256_json(content)
     return _resolve_paths(suite, path.parent), fingerprint
 
 
@@ -219,6 +223,24 @@ def _check_gates(suite: Suite, path: Path) -> None:
             raise SuiteError(
                 f"{path}: gates.{key}: no such dataset/metric in the suite.{hint} Known: {', '.join(known)}"
             )
+
+
+def _check_primary(suite: Suite, path: Path) -> None:
+    if suite.primary is None:
+        return
+    known = metric_names(suite)
+    if suite.primary in report_names(suite):
+        raise SuiteError(
+            f"{path}: primary: {suite.primary!r} is a report, not a metric; "
+            f"expected one of {', '.join(known)}"
+        )
+    if suite.primary not in known:
+        close = difflib.get_close_matches(suite.primary, known, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise SuiteError(
+            f"{path}: primary: {suite.primary!r} is no DATASET/METRIC of the suite.{hint} "
+            f"Expected one of {', '.join(known)}"
+        )
 
 
 def _absolute(root: Path, value: Path) -> Path:

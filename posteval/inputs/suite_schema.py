@@ -172,6 +172,9 @@ class Suite(_Strict):
     training_health: TrainingHealth | None = None
     forgetting: ForgettingOptions = Field(default_factory=lambda: ForgettingOptions())
     gates: dict[str, Gate] = Field(default_factory=dict)
+    # The metric "which checkpoint to ship" is decided on (``posteval report --model``), as DATASET/METRIC;
+    # default: the first gated metric, else the first task metric (posteval.judging.ship.primary_metric).
+    primary: str | None = None
     allow_incomplete: bool = False
 
     def health_datasets(self) -> list[DatasetSpec]:

@@ -27,8 +27,10 @@ def _runs_of(session: Session, model: str, suite: str) -> list[tuple[str, int, i
 
 
 def baseline_for(run_id: str, *, database_url: str | None = None) -> str | None:
-    """The run ``run_id`` is compared with: the pinned baseline, else the previous run; None if neither."""
+    """The run ``run_id`` (an id or a unique prefix) is compared with: the pinned baseline, else the
+    previous run; None if neither."""
     with session_scope(database_url) as session:
+        run_id = reads.full_run_id(session, run_id)
         found = reads.run_row(session, run_id)
         model, step, suite, created = found.model, found.step, found.suite, found.created_at
         runs = [r for r in _runs_of(session, model, suite) if r[0] != run_id]
@@ -60,8 +62,8 @@ def set_baseline(
             checkpoint_id = reads.checkpoint_id_at(session, checkpoint_path)
             if checkpoint_id is None:
                 raise InputError(f"no evaluated checkpoint at {checkpoint_path}; evaluate it first")
-        elif run_id is None or not reads.run_exists(session, run_id):
-            raise InputError(f"no run with id {run_id!r}")
+        elif run_id is not None:
+            run_id = reads.full_run_id(session, run_id)
         session.execute(delete(Baseline).filter_by(model_name=model, suite_name=suite))
         session.add(Baseline(model_name=model, suite_name=suite, run_id=run_id, checkpoint_id=checkpoint_id))
 

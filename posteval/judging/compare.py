@@ -15,11 +15,13 @@ than ``max_drop`` and the test's p-value is below the gate's ``alpha``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import pandas as pd
+import pydantic
+import yaml
 
 from posteval.db import reads
 from posteval.db.engine import session_scope
@@ -256,19 +258,50 @@ def _compare_metric(
     )
 
 
+def stored_rules(session: Any, run_id: str) -> tuple[dict[str, Gate], int, int]:
+    """The gates, seed and bootstrap size of the suite the run ``run_id`` stored, as its gate applied them
+    (defaults where the stored text no longer reads as YAML or a value does not validate)."""
+    try:
+        data = yaml.safe_load(reads.suite_source(session, run_id) or "")
+    except yaml.YAMLError:
+        data = None
+    data = data if isinstance(data, dict) else {}
+    gates: dict[str, Gate] = {}
+    for key, value in (data.get("gates") or {}).items():
+        try:
+            gates[str(key)] = Gate.model_validate(value or {})
+        except pydantic.ValidationError:
+            continue
+    seed, resamples = data.get("seed", 0), data.get("bootstrap_resamples", DEFAULT_RESAMPLES)
+    return (
+        gates,
+        seed if isinstance(seed, int) else 0,
+        resamples if isinstance(resamples, int) and resamples >= 0 else DEFAULT_RESAMPLES,
+    )
+
+
 def compare_runs(
     baseline_run_id: str,
     candidate_run_id: str,
     *,
     gates: Mapping[str, Gate] | None = None,
-    seed: int = 0,
-    n_resamples: int = DEFAULT_RESAMPLES,
+    seed: int | None = None,
+    n_resamples: int | None = None,
+    only: Collection[tuple[str, str]] | None = None,
     database_url: str | None = None,
 ) -> Comparison:
-    """Compare every metric the two runs share; ``gates`` maps ``dataset/metric`` to its gate."""
-    ids = (baseline_run_id, candidate_run_id)
-    gates = gates or {}
+    """Compare every metric the two runs share (ids or unique prefixes, as the CLI takes), or only the
+    (dataset, metric) pairs in ``only``.
+
+    ``gates`` maps ``dataset/metric`` to its gate; without it (and without ``seed`` or ``n_resamples``)
+    the candidate's stored suite decides, as its regression gate did, so a gated metric shows its verdict.
+    """
     with session_scope(database_url) as session:
+        ids = (reads.full_run_id(session, baseline_run_id), reads.full_run_id(session, candidate_run_id))
+        stored = stored_rules(session, ids[1])
+        gates = stored[0] if gates is None else gates
+        seed = stored[1] if seed is None else seed
+        n_resamples = stored[2] if n_resamples is None else n_resamples
         baseline, candidate = _load(session, ids[0]), _load(session, ids[1])
         notes = check_comparable(baseline, candidate, ids)
         rows = [
@@ -283,6 +316,6 @@ def compare_runs(
                 n_resamples,
             )
             for (dataset, metric), stored in candidate.values.items()
-            if (dataset, metric) in baseline.values
+            if (dataset, metric) in baseline.values and (only is None or (dataset, metric) in only)
         ]
-    return Comparison(baseline_run_id, candidate_run_id, rows, notes)
+    return Comparison(ids[0], ids[1], rows, notes)

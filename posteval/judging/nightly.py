@@ -1,9 +1,13 @@
 """The nightly run's plain half: which checkpoints it re-evaluates, and what changed since the night before.
 
 Tracked models are the lineages (run model names) with at least one run; each contributes its latest
-checkpoint in lineage order (posteval.db.lineage: highest training step, then the newest run). Pinned
+checkpoint in lineage order (posteval.db.lineage: highest training step, then the newest run), evaluated
+only on the suites (by name) the model was evaluated on before, never every model on every suite. Pinned
 baselines contribute their checkpoint for the suite they are pinned on, so a changed suite gets a fresh
 baseline run before the latest checkpoints are gated.
+
+A run that had already finished before tonight's night began keeps its stored gate verdict and counts as
+unchanged: an old regression is reported once, by the flow run that found it, not again every night.
 """
 
 from __future__ import annotations
@@ -51,6 +55,23 @@ def targets(*, models: Sequence[str] | None = None, database_url: str | None = N
     return [t for t in found if not models or t.model in models]
 
 
+def plan(
+    suites: dict[str, str], *, models: Sequence[str] | None = None, database_url: str | None = None
+) -> list[tuple[Target, str]]:
+    """What the night evaluates: (target, suite file) pairs, ``suites`` mapping each file to its suite's
+    name. A pinned target goes only on its suite; a model's latest checkpoint on each suite the model has
+    a run of (any status), in the order the suite files were given."""
+    with session_scope(database_url) as session:
+        evaluated_on = reads.model_suites(session)
+    pairs = []
+    for target in targets(models=models, database_url=database_url):
+        for path, name in suites.items():
+            wanted = name == target.suite if target.pinned else name in evaluated_on.get(target.model, ())
+            if wanted:
+                pairs.append((target, path))
+    return pairs
+
+
 def previous_run(
     model: str, suite: str, *, before: datetime, exclude: str, database_url: str | None = None
 ) -> str | None:
@@ -82,20 +103,26 @@ def record_run(
     run_id: str,
     *,
     since: datetime | None,
+    tonight: datetime,
     regressed: bool = False,
     database_url: str | None = None,
 ) -> NightRow:
     """Put tonight's ``run_id`` on ``row``, compared with what the previous night knew.
 
-    A run that already existed when the previous night ended (``since``) is unchanged. A newer one is
-    compared with the newest succeeded run of the same model and suite from before then (on the first
-    night: from before it), with paired tests; runs of different data are not compared, and say so.
+    A run that had finished before the night began (``tonight``) is unchanged and keeps its stored gate
+    verdict (a failed one is named in the note, never counted again). A run evaluated tonight is compared
+    with the newest succeeded run of the same model and suite from before the previous night ended
+    (``since``; on the first night: from before it), with paired tests; runs of different data are not
+    compared, and say so.
     """
     summary = run_summary(run_id, database_url=database_url)
     created = utc(summary["created_at"])  # type: ignore[arg-type]
+    finished = summary["finished_at"]
     row.run_id = run_id
-    if since is not None and created <= since and not regressed:
+    if finished is not None and utc(finished) < utc(tonight):  # type: ignore[arg-type]
         row.status = "unchanged"
+        if summary["gate_status"] == "failed":
+            row.note = f"gate failed before tonight (kept, not counted again): {summary['gate_summary']}"
         return row
     row.status = "regressed" if regressed else "evaluated"
     before = created if since is None else min(created, since)

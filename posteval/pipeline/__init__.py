@@ -9,7 +9,7 @@ The pipeline may import every core layer below the face; never posteval.flows, p
 """
 
 from posteval.pipeline.datasets import DatasetRef, load, prepare_dataset
-from posteval.pipeline.gating import gate
+from posteval.pipeline.gating import gate, stored_gate
 from posteval.pipeline.identity import config_hash, idempotency_key, output_settings, run_settings
 from posteval.pipeline.outputs import run_model
 from posteval.pipeline.persistence import fail, persist, record_trigger_failure
@@ -40,4 +40,5 @@ __all__ = [
     "run_settings",
     "score",
     "shard_range",
+    "stored_gate",
 ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from posteval.db import repo
+from posteval.db import queries, repo
 from posteval.db.engine import session_scope
 from posteval.db.retry import retry_transient
 from posteval.errors import InputError
@@ -43,3 +43,15 @@ def gate(run_id: str, suite: Suite, *, database_url: str | None = None) -> tuple
 
     retry_transient(record, "recording the gate outcome")
     return status, summary, comparison
+
+
+def stored_gate(run_id: str, *, database_url: str | None = None) -> tuple[str, str] | None:
+    """The gate outcome (status, summary) the run already has, or None if it was never gated.
+
+    A run that was gated keeps its verdict: a re-delivered trigger or the nightly flow finding the stored
+    run reports that verdict instead of gating it again against whatever the baseline is today.
+    """
+    summary = queries.run_summary(run_id, database_url=database_url)
+    if summary["gate_status"] is None:
+        return None
+    return str(summary["gate_status"]), str(summary["gate_summary"] or "")

@@ -68,6 +68,7 @@ def register_run(
         with session_scope(database_url) as session:
             base_id = None if base is None else repo.upsert_checkpoint(session, base).id
             ckpt = repo.upsert_checkpoint(session, checkpoint, base_id)
+            has_step = checkpoint.training_step is not None
             suite_row = repo.upsert_suite(session, suite.suite.name, suite.fingerprint, suite.source_text)
             run, created = claims.get_or_create_run(
                 session,
@@ -77,6 +78,9 @@ def register_run(
                 trigger=trigger,
                 idempotency_key=key,
                 flow_run_id=flow_run_id,
+                checkpoint_path=checkpoint.location,
+                # a folder without a step (a final save_model()) holding known weights: their step
+                training_step=checkpoint.training_step if has_step else ckpt.training_step,
             )
             if run.output_settings is None:
                 stored = run_settings(checkpoint, suite.suite, datasets)

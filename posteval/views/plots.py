@@ -45,8 +45,9 @@ def loss_curve_png(curve: pd.DataFrame, path: Path, *, title: str = "loss") -> P
     return path
 
 
-def metric_trend_png(history: pd.DataFrame, path: Path, *, title: str) -> Path:
-    """A metric's value (with its CI band) across a model's runs, one line per dataset."""
+def metric_trend_png(history: pd.DataFrame, path: Path, *, title: str, log_scale: bool = False) -> Path:
+    """A metric's value (with its CI band) across a model's runs, one line per dataset; ``log_scale``
+    puts the values on a log axis (perplexity, which spans orders of magnitude early in training)."""
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
     for dataset, rows in history.groupby("dataset", sort=False):
         x = list(range(len(rows)))
@@ -60,6 +61,8 @@ def metric_trend_png(history: pd.DataFrame, path: Path, *, title: str) -> Path:
         ax.set_xticks(x, labels, fontsize=7)
     ax.set_xlabel("run (training step / run id)")
     ax.set_ylabel(str(history["metric"].iloc[0]) if not history.empty else "value")
+    if log_scale:
+        ax.set_yscale("log")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()

@@ -148,6 +148,8 @@ def print_run(run_id: str, fmt: Format = Format.table, database_url: str | None 
         f"status [bold]{summary['status']}[/]",
         highlight=False,
     )
+    step = num(summary["step"], "d")
+    console.print(f"checkpoint {escape(str(summary['checkpoint']))} (step {step})", highlight=False)
     console.print(metric_table(metrics))
     print_details(reports)
     print_health(health)

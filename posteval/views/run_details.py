@@ -79,11 +79,17 @@ def markdown(reports: list[dict[str, Any]]) -> str:
     return "\n".join(parts)
 
 
-FORGETTING_HEADERS = ["dataset", "metric", "base", "fine-tune", "worse by", "p", "test", "forgotten"]
+FORGETTING_HEADERS = [
+    "dataset", "metric", "base", "fine-tune", "worse by", "p", "test", "forgotten", "examples lost",
+]  # fmt: skip
 
 
 def forgetting_table(changes: list[dict[str, Any]]) -> tuple[Table, list[bool]]:
-    """The forgetting report's changes as (headers, rows) of text, and which rows forget (shown as bad)."""
+    """The forgetting report's changes as (headers, rows) of text, and which rows forget (shown as bad).
+
+    "forgotten" is the verdict on the metric (yes when it got significantly worse beyond the tolerance, what
+    makes the report say ``forgetting``); "examples lost" is, for 0/1 metrics, the share of the examples the
+    base got right that the fine-tune gets wrong ("-" for other metrics, e.g. perplexity)."""
     rows: list[list[object]] = [
         [
             c["dataset"],
@@ -93,6 +99,7 @@ def forgetting_table(changes: list[dict[str, Any]]) -> tuple[Table, list[bool]]:
             num(c["relative_worsening"], "+.1%"),
             num(c["p_value"], ".2g"),
             c["test"],
+            "yes" if c["forgets"] else "no",
             num(c["forgotten_share"], ".1%"),
         ]
         for c in changes
