@@ -18,6 +18,7 @@ from posteval.pipeline import check_task_runner, heartbeat
 from posteval.pipeline.resolve import Resolved
 from posteval.tasks.gate import gate_task
 from posteval.tasks.health import forgetting_task, overfitting_task
+from posteval.tasks.mlflow_export import export_to_mlflow
 from posteval.tasks.model import run_models
 from posteval.tasks.resolve import resolve_task
 from posteval.tasks.runs import mark_failed_task, persist_task, register_run_task
@@ -71,7 +72,7 @@ def evaluate_checkpoint(
     log_run(run.run_id, run.status, ckpt, spec.name)
     if run.status == "succeeded":  # a re-delivered trigger: the stored outcome stands, its verdict too
         kept = pipeline.stored_gate(run.run_id, database_url=database_url)
-        return _gate_outcome(run.run_id, *(kept or gate_task(run.run_id, spec, database_url)))
+        return _gate_outcome(run.run_id, *(kept or _gate_and_export(run.run_id, spec, database_url)))
     try:
         with heartbeat(run, database_url=database_url):
             _evaluate(run, ckpt, spec, datasets, base, database_url, task_runner, dask_address)
@@ -85,7 +86,7 @@ def evaluate_checkpoint(
         mark_failed_task(run.run_id, short_error(exc), database_url, run.claim_id)
         raise
     # The evaluation succeeded and is stored; the gate decides whether the flow run fails.
-    return _gate_outcome(run.run_id, *gate_task(run.run_id, spec, database_url))
+    return _gate_outcome(run.run_id, *_gate_and_export(run.run_id, spec, database_url))
 
 
 def _evaluate(
@@ -116,6 +117,13 @@ def _evaluate(
     log_metrics(outcomes)
     log_health(health, forgetting)
     persist_task(run.run_id, quote(outcomes), warnings, health, forgetting, database_url, run.claim_id)
+
+
+def _gate_and_export(run_id: str, spec: Suite, database_url: str | None) -> tuple[str, str]:
+    """The gate, then the stored run logged to MLflow when configured (gate verdict included)."""
+    outcome = gate_task(run_id, spec, database_url)
+    export_to_mlflow(run_id, database_url)
+    return outcome
 
 
 def _gate_outcome(run_id: str, status: str, summary: str) -> str:

@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     openai_timeout_s: float = 60.0
     openai_max_retries: int = 3
     openai_bos_text: str | None = None
+    # MLflow (the optional `mlflow` extra): with a tracking URI, every succeeded run is also logged there,
+    # one MLflow run per posteval run, in this experiment (posteval/pipeline/mlflow_export.py).
+    mlflow_tracking_uri: str | None = None
+    mlflow_experiment: str = Field(default="posteval", min_length=1)
 
     @field_validator("device")
     @classmethod

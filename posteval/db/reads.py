@@ -229,3 +229,32 @@ def checkpoint_id_at(session: Session, path: str) -> int | None:
             .order_by(EvalRun.created_at.desc())
         ).first()
     return found
+
+
+@dataclass(frozen=True)
+class RunFingerprints:
+    """What identifies a run's numbers: its config hash and the content fingerprints of its inputs."""
+
+    config_hash: str | None
+    checkpoint: str
+    suite: str
+    datasets: dict[str, str]  # dataset name -> fingerprint, of the datasets the run has metrics on
+
+
+def run_fingerprints(session: Session, run_id: str) -> RunFingerprints:
+    """The config hash and the checkpoint, suite and dataset fingerprints of the run ``run_id``."""
+    found = session.execute(
+        select(EvalRun.config_hash, Checkpoint.fingerprint, Suite.fingerprint)
+        .join(Checkpoint, EvalRun.checkpoint_id == Checkpoint.id)
+        .join(Suite, EvalRun.suite_id == Suite.id)
+        .where(EvalRun.id == run_id)
+    ).first()
+    if found is None:
+        raise InputError(f"no run with id {run_id!r}")
+    datasets = session.execute(
+        select(Dataset.name, Dataset.fingerprint)
+        .join(Metric, Metric.dataset_id == Dataset.id)
+        .where(Metric.run_id == run_id)
+        .distinct()
+    ).all()
+    return RunFingerprints(found[0], found[1], found[2], {name: fp for name, fp in sorted(datasets)})

@@ -251,6 +251,13 @@ def save_health(
     session.flush()
 
 
+def replace_warning(session: Session, run_id: str, prefix: str, warning: str | None) -> None:
+    """Drop the run's warnings that start with ``prefix``, then add ``warning`` (None: only drop)."""
+    run = session.get_one(EvalRun, run_id)
+    kept = [w for w in run.warnings or [] if not w.startswith(prefix)]
+    run.warnings = [*kept, warning] if warning else kept  # a new list: JSON columns track assignment
+
+
 def set_gate(session: Session, run_id: str, baseline_run_id: str | None, status: str, summary: str) -> None:
     """Record the run's baseline and regression-gate outcome."""
     run = session.get_one(EvalRun, run_id)
