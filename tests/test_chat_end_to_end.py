@@ -81,7 +81,9 @@ def test_chat_model_scores_better_with_its_template_and_prompts_match_apply_chat
     prefect_harness: None, chat_checkpoint: Path, tmp_path: Path, sqlite_url: str
 ) -> None:
     chat_run = evaluate_checkpoint(
-        checkpoint=str(chat_checkpoint), suite=str(_suite(tmp_path, "chat-on", "true")), database_url=sqlite_url
+        checkpoint=str(chat_checkpoint),
+        suite=str(_suite(tmp_path, "chat-on", "true")),
+        database_url=sqlite_url,
     )
     plain_run = evaluate_checkpoint(
         checkpoint=str(chat_checkpoint),
@@ -112,7 +114,10 @@ def test_chat_model_scores_better_with_its_template_and_prompts_match_apply_chat
         )
         assert chat_prompts[row["id"]] == expected
         assert plain_prompts[row["id"]] == (
-            PROMPT_TEMPLATE.format(text=shot["text"]) + " " + shot["label"] + "\n\n"
+            PROMPT_TEMPLATE.format(text=shot["text"])
+            + " "
+            + shot["label"]
+            + "\n\n"
             + PROMPT_TEMPLATE.format(text=row["text"])
         )
     assert set(chat_scores) == set(plain_scores) == {row["id"] for row in heldout}

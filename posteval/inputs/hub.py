@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from posteval.errors import CheckpointError, DatasetError
+from posteval.settings import get_settings
 
 RepoType = Literal["model", "dataset"]
 
@@ -80,7 +81,8 @@ def load_hub_rows(
     pinned = snapshot(repo_id, "dataset", revision)
     wanted = split or "test"
     try:
-        loaded = datasets.load_dataset(str(pinned.folder), name=config, split=wanted)
+        cache = get_settings().cache_dir / "datasets" / "hub"  # the snapshot's path names its commit
+        loaded = datasets.load_dataset(str(pinned.folder), name=config, split=wanted, cache_dir=str(cache))
     except Exception as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DatasetError(
