@@ -7,6 +7,7 @@ correctness, scipy's binomial test on the discordant pairs, p < 0.05; every step
 
 from __future__ import annotations
 
+import html
 import json
 import random
 from pathlib import Path
@@ -20,6 +21,7 @@ from transformers import AutoTokenizer
 from posteval.db.models import Checkpoint, Dataset, EvalRun, ExampleScore, Metric, Prediction
 from posteval.flows.post_training import evaluate_checkpoint
 from posteval.toymodel import CHAT_TEMPLATE, EXAMPLES_DIR, LABELS, PROMPT_TEMPLATE
+from posteval.views.report import WORST, render_report
 
 SUITE = """\
 name: {name}
@@ -122,6 +124,11 @@ def test_chat_model_scores_better_with_its_template_and_prompts_match_apply_chat
         )
     assert set(chat_scores) == set(plain_scores) == {row["id"] for row in heldout}
     assert {row["label"] for row in heldout} <= set(LABELS)
+
+    # The report shows each worst example's input as the model saw it: system turn, shot and template.
+    chat_html = render_report(chat_run, database_url=sqlite_url)
+    assert chat_html.count(html.escape("<|endoftext|><|system|>\nClassify the clause.")) == WORST
+    assert html.escape("<|system|>") not in render_report(plain_run, database_url=sqlite_url)
 
     only_chat = sum(1 for k in chat_scores if chat_scores[k] == 1.0 and plain_scores[k] == 0.0)
     only_plain = sum(1 for k in chat_scores if chat_scores[k] == 0.0 and plain_scores[k] == 1.0)

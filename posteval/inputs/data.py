@@ -14,7 +14,7 @@ import datasets
 
 from posteval.errors import DatasetError
 from posteval.hashing import FileHashCache, fingerprint_files, sha256_json
-from posteval.inputs.hub import Snapshot, load_hub_rows
+from posteval.inputs.hub import Snapshot, load_hub_rows, split_revision
 from posteval.inputs.readers import check_parquet, read_csv, read_jsonl
 from posteval.inputs.suite import DatasetSpec, hub_id, template_fields
 from posteval.settings import get_settings
@@ -232,8 +232,9 @@ def load_dataset(spec: DatasetSpec) -> LoadedDataset:
     pinned: Snapshot | None = None
     repo_id = hub_id(spec.path)
     if repo_id is not None:
+        repo_id, at = split_revision(repo_id)  # a stored location names its commit: hf://ORG/NAME@COMMIT
         rows, pinned = load_hub_rows(
-            spec.name, repo_id, config=spec.config, split=spec.split, revision=spec.revision
+            spec.name, repo_id, config=spec.config, split=spec.split, revision=at or spec.revision
         )
         lines = None
     else:
