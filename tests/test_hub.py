@@ -168,3 +168,29 @@ def test_an_uncached_hub_checkpoint_fails_naming_the_id_and_the_fetch_command(hu
     assert "\n" not in message
     assert message.startswith("hub model acme/missing at revision 'v3' is not in the local cache")
     assert message.endswith("fetch it with: huggingface-cli download acme/missing --revision v3")
+
+
+def test_a_run_stores_the_resolved_commits_of_its_hub_checkpoint_and_dataset(
+    prefect_harness: None,
+    tiny_repo: Path,
+    contracts_repo: list[dict[str, object]],
+    tmp_path: Path,
+    sqlite_url: str,
+) -> None:
+    from sqlalchemy import create_engine, select
+    from sqlalchemy.orm import Session
+
+    from posteval.db.models import Checkpoint, Dataset, EvalRun, Metric
+    from posteval.flows.post_training import evaluate_checkpoint
+
+    suite = _suite(tmp_path, "config: clauses\nsplit: test")
+    run_id = evaluate_checkpoint(checkpoint="hf://acme/tiny", suite=str(suite), database_url=sqlite_url)
+    with Session(create_engine(sqlite_url)) as session:
+        run = session.get_one(EvalRun, run_id)
+        metric = session.scalars(select(Metric).filter_by(run_id=run_id)).one()
+        dataset = session.get_one(Dataset, metric.dataset_id)
+        checkpoint = session.get_one(Checkpoint, run.checkpoint_id)
+        assert (run.status, metric.n) == ("succeeded", 8)
+        assert dataset.path == f"hf://acme/contracts@{COMMIT_1}"
+        assert dataset.fingerprint == prepare_dataset(load_suite(suite).suite.datasets[0]).fingerprint
+        assert (checkpoint.path, checkpoint.model_name) == (f"hf://acme/tiny@{COMMIT_1}", "tiny")
