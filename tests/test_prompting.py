@@ -15,7 +15,7 @@ from posteval.inputs.checkpoint import resolve_checkpoint, resolve_served
 from posteval.inputs.data import load_dataset
 from posteval.inputs.prompting import draw_shots
 from posteval.inputs.suite import load_suite
-from posteval.pipeline import config_hash
+from posteval.pipeline import config_hash, output_settings
 from posteval.pipeline.resolve import resolve
 from posteval.runners.base import templated_prompts
 from posteval.runners.chat import model_inputs, prompting, resolve_chat
@@ -209,3 +209,17 @@ def test_chat_loglikelihood_on_a_served_model_needs_a_tokenizer_folder(
     resolved = resolve_chat(with_tokenizer, served)
     how = prompting(resolved, resolved.datasets[0])
     assert how.chat and not how.server_side and how.template == CHAT_TEMPLATE
+
+
+def test_the_chat_setting_of_the_evaluated_checkpoint_applies_to_its_base_model(
+    chat_model: Path, base_checkpoint: Path, tmp_path: Path
+) -> None:
+    suite_path = _suite(tmp_path, top=f"base_model: {base_checkpoint}")
+    resolved = resolve(str(chat_model), str(suite_path))
+    assert resolved.base is not None
+    suite, spec = resolved.suite.suite, resolved.datasets[0].spec
+    ours = output_settings(suite, spec, resolved.checkpoint)["prompting"]
+    theirs = output_settings(suite, spec, resolved.base)["prompting"]
+    assert ours == theirs and ours["chat"] is True  # type: ignore[index]
+    prompts, _ = model_inputs(suite, load_dataset(spec))
+    assert prompts[0].startswith("<|endoftext|><|user|>\nClause: ")  # the base has no template of its own
