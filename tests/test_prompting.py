@@ -4,6 +4,7 @@ rendered text (against apply_chat_template called directly), tokens without a se
 from __future__ import annotations
 
 import random
+import re
 import shutil
 from pathlib import Path
 
@@ -184,12 +185,16 @@ def test_fewshot_from_the_evaluated_split_or_too_many_is_refused(tmp_path: Path)
         ("config: main", "'config' and 'revision' apply to hub datasets only"),
         ("chat: sometimes", "datasets[0].chat"),
         ("fewshot: {n: 0, from: shots.jsonl}", "datasets[0].fewshot.n"),
+        (
+            "fewshot: {n: 1, from: shots.jsonl, sed: 1}",
+            "datasets[0].fewshot.sed: unknown field 'sed' (expected one of: n, from, seed)",
+        ),
     ],
 )
 def test_bad_chat_and_hub_settings_are_refused_at_suite_load(
     tmp_path: Path, dataset: str, message: str
 ) -> None:
-    with pytest.raises(SuiteError, match=message.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(SuiteError, match=re.escape(message)):
         load_suite(_suite(tmp_path, dataset=dataset))
 
 

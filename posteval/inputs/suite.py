@@ -96,7 +96,8 @@ def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel]:
 def _describe(error: Any) -> str:
     kind, msg, loc = error["type"], error["msg"], error["loc"]
     if kind == "extra_forbidden":
-        allowed = ", ".join(_model_at(loc).model_fields)
+        fields = _model_at(loc).model_fields
+        allowed = ", ".join(info.alias or name for name, info in fields.items())
         return f"unknown field {loc[-1]!r} (expected one of: {allowed})"
     if kind == "missing":
         return "required field is missing"
