@@ -276,3 +276,41 @@ def finetune_overfit(base_dir: Path, out_dir: Path, *, seed: int = 0) -> Path:
         logging_steps=10,
         seed=seed,
     )
+
+
+# A chat template that writes the beginning-of-text token itself, as Llama-style templates do.
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}"
+    "{% if m['role'] == 'assistant' %}<|end|>\n{% else %}\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+
+
+def finetune_chat(base_dir: Path, out_dir: Path, *, epochs: float = 12.0, seed: int = 0) -> Path:
+    """Fine-tune `base_dir` on the clauses as chat turns (user: the prompt, assistant: the label), with
+    :data:`CHAT_TEMPLATE` saved in the tokenizer config: a tiny instruction-tuned chat model."""
+    out_dir = Path(out_dir)
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(base_dir)
+    tokenizer.chat_template = CHAT_TEMPLATE
+    train = []
+    for row in load_jsonl(EXAMPLES_DIR / "train.jsonl"):
+        user = [{"role": "user", "content": PROMPT_TEMPLATE.format(text=row["text"])}]
+        prompt = tokenizer.apply_chat_template(user, tokenize=False, add_generation_prompt=True)
+        train.append(_encode(tokenizer, str(prompt), f"{row['label']}<|end|>\n"))
+    set_seed(seed)
+    with _quiet_single_thread():
+        model = AutoModelForCausalLM.from_pretrained(base_dir)
+    _train(
+        model,
+        tokenizer,
+        out_dir,
+        train,
+        None,
+        num_train_epochs=epochs,
+        learning_rate=2e-3,
+        per_device_train_batch_size=16,
+        logging_steps=10,
+        seed=seed,
+        data_seed=seed,
+    )
+    return out_dir

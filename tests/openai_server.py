@@ -1,9 +1,11 @@
 """A small OpenAI-compatible completions server for tests, backed by a real transformers causal LM.
 
 It serves ``POST /v1/completions`` (prompt as a string or a list, max_tokens, greedy decoding, stop, echo,
-logprobs with the top-k) and ``GET /v1/models`` on 127.0.0.1 at a free port, from a background thread of
-the standard library's HTTP server (starts in milliseconds, stops cleanly). It records every request and
-can be told to fail: answer an error status to the next N requests, or sleep before answering.
+logprobs with the top-k), ``POST /v1/chat/completions`` (messages rendered through the checkpoint's chat
+template with ``apply_chat_template``, then the same greedy decoding) and ``GET /v1/models`` on
+127.0.0.1 at a free port, from a background thread of the standard library's HTTP server (starts in
+milliseconds, stops cleanly). It records every request and can be told to fail: answer an error status
+to the next N requests, or sleep before answering.
 """
 
 from __future__ import annotations
@@ -180,6 +182,8 @@ class OpenAIServer:
                 return 200, {"object": "list", "data": [{"id": self.model_name, "object": "model"}]}
             if path == "/v1/completions":
                 return 200, self._completions(body)
+            if path == "/v1/chat/completions":
+                return 200, self._chat(body)
             raise ApiError(404, f"no route {path}")
         except ApiError as exc:
             return exc.status, _error(str(exc))
@@ -220,6 +224,34 @@ class OpenAIServer:
             "created": int(time.time()),
             "model": self.model_name,
             "choices": choices[::-1],
+        }
+
+    def _chat(self, body: Any) -> dict[str, Any]:
+        if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+            raise ApiError(400, "messages is required")
+        if body.get("model") != self.model_name:
+            raise ApiError(404, f"The model `{body.get('model')}` does not exist.")
+        if float(body.get("temperature", 1.0)) != 0:
+            raise ApiError(400, "this test server decodes greedily only: temperature must be 0")
+        tokenizer = self.completion_model.tokenizer
+        if not tokenizer.chat_template:
+            raise ApiError(400, "this model has no chat template")
+        prompt = tokenizer.apply_chat_template(body["messages"], tokenize=False, add_generation_prompt=True)
+        stop = body.get("stop") or []
+        done = self.completion_model.complete(
+            str(prompt),
+            max_tokens=int(body.get("max_tokens", 16)),
+            stop=[stop] if isinstance(stop, str) else stop,
+            echo=False,
+            logprobs=None,
+        )
+        message = {"role": "assistant", "content": done.text}
+        return {
+            "id": f"chatcmpl-{len(self.requests)}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": self.model_name,
+            "choices": [{"index": 0, "message": message, "finish_reason": done.finish_reason}],
         }
 
 

@@ -152,6 +152,20 @@ def predictions(
     return [(k, o, h) for k, o, h in rows]
 
 
+def rendered_prompts(
+    session: Session, checkpoint_fingerprint: str, dataset_fingerprint: str, config_hash: str
+) -> dict[str, str]:
+    """The rendered prompt (chat template, few-shot turns) stored with each output of one config, by key."""
+    rows = session.execute(
+        select(Prediction.example_key, Prediction.extra).where(
+            Prediction.checkpoint_fingerprint == checkpoint_fingerprint,
+            Prediction.dataset_fingerprint == dataset_fingerprint,
+            Prediction.config_hash == config_hash,
+        )
+    ).all()
+    return {key: str(extra["prompt"]) for key, extra in rows if isinstance(extra, dict) and "prompt" in extra}
+
+
 def succeeded_runs(session: Session, model: str, suite: str) -> list[tuple[str, int, int | None, datetime]]:
     """Succeeded runs of ``model`` on the suite named ``suite``, newest first:
     (run id, checkpoint id, training step, run creation time)."""

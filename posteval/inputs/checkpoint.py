@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict
 
 from posteval.errors import CheckpointError
 from posteval.hashing import fingerprint_files, sha256_json
+from posteval.inputs.hub import snapshot, split_revision
 
 log = logging.getLogger(__name__)
 
@@ -47,17 +48,22 @@ class CheckpointInfo(BaseModel):
     runner: str = "hf"  # "hf" (a local folder) or "openai" (a served model)
     endpoint: str | None = None  # the openai runner's base URL
     served_model: str | None = None  # the openai runner's model name
+    hub_id: str | None = None  # ORG/MODEL when named by hub id; path is then its cached snapshot
+    revision: str | None = None  # the hub commit the snapshot holds
 
     @property
     def location(self) -> str:
-        """Where the checkpoint is, as stored and accepted back by resolve_checkpoint: the folder, or
-        ``openai:MODEL@URL`` (a Path would fold the URL's ``//``)."""
+        """Where the checkpoint is, as stored and accepted back by resolve_checkpoint: the folder,
+        ``hf://ORG/MODEL@COMMIT``, or ``openai:MODEL@URL`` (a Path would fold the URL's ``//``)."""
         if self.runner == "openai":
             return f"{OPENAI_PREFIX}{self.served_model}@{self.endpoint}"
+        if self.hub_id is not None:
+            return f"{HUB_PREFIX}{self.hub_id}@{self.revision}"
         return str(self.path)
 
 
 OPENAI_PREFIX = "openai:"
+HUB_PREFIX = "hf://"
 
 
 def resolve_served(spec: str, *, model_name: str | None = None) -> CheckpointInfo:
@@ -169,6 +175,16 @@ def resolve_checkpoint(
     """
     if str(path).startswith(OPENAI_PREFIX):
         return resolve_served(str(path), model_name=model_name)
+    if str(path).startswith(HUB_PREFIX):
+        repo_id, revision = split_revision(str(path).removeprefix(HUB_PREFIX))
+        pinned = snapshot(repo_id, "model", revision)
+        info = resolve_checkpoint(
+            pinned.folder,
+            model_name=model_name or pinned.repo_id.split("/")[-1],
+            base_path=base_path,
+            step=step,
+        )
+        return info.model_copy(update={"hub_id": pinned.repo_id, "revision": pinned.revision})
     folder = Path(path).expanduser()
     if not folder.exists():
         raise CheckpointError(f"checkpoint folder not found: {folder}")

@@ -14,8 +14,9 @@ import datasets
 
 from posteval.errors import DatasetError
 from posteval.hashing import FileHashCache, fingerprint_files, sha256_json
+from posteval.inputs.hub import Snapshot, load_hub_rows, split_revision
 from posteval.inputs.readers import check_parquet, read_csv, read_jsonl
-from posteval.inputs.suite import DatasetSpec, template_fields
+from posteval.inputs.suite import DatasetSpec, hub_id, template_fields
 from posteval.settings import get_settings
 
 _BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
@@ -33,6 +34,7 @@ class LoadedDataset:
     rows: list[dict[str, Any]]
     keys: list[str]
     fingerprint: str
+    source: str | None = None  # a hub dataset's resolved ``hf://ORG/NAME@COMMIT``
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -223,12 +225,31 @@ def _validate_choices(spec: DatasetSpec, rows: list[dict[str, Any]], lines: list
 
 
 def load_dataset(spec: DatasetSpec) -> LoadedDataset:
-    """Load, validate and fingerprint the dataset ``spec`` names."""
-    rows, lines = _read_rows(spec)
+    """Load, validate and fingerprint the dataset ``spec`` names.
+
+    A hub dataset's fingerprint is its resolved commit with config and split: the commit fixes the files.
+    """
+    pinned: Snapshot | None = None
+    repo_id = hub_id(spec.path)
+    if repo_id is not None:
+        repo_id, at = split_revision(repo_id)  # a stored location names its commit: hf://ORG/NAME@COMMIT
+        rows, pinned = load_hub_rows(
+            spec.name, repo_id, config=spec.config, split=spec.split, revision=at or spec.revision
+        )
+        lines = None
+    else:
+        rows, lines = _read_rows(spec)
     if spec.limit is not None:
         rows = rows[: spec.limit]
     keys = _validate_rows(spec, rows, lines)
     path = spec.path
+    if pinned is not None:
+        fingerprint = sha256_json(
+            ["hf", pinned.repo_id, pinned.revision, spec.config, spec.split, spec.limit]
+        )
+        return LoadedDataset(
+            spec=spec, rows=rows, keys=keys, fingerprint=fingerprint, source=pinned.location()
+        )
     if path.is_dir():
         content = fingerprint_files(path, sorted(p for p in path.rglob("*") if p.is_file()))
     else:  # a single file: its content alone, so renaming or moving it keeps the fingerprint

@@ -21,12 +21,14 @@ from posteval.hashing import sha256_json
 from posteval.inputs.suite_schema import (
     HEALTH_DATASETS,
     DatasetSpec,
+    FewShot,
     Gate,
     GenerationConfig,
     LoadedSuite,
     LossSample,
     Suite,
     TrainingHealth,
+    hub_id,
     template_fields,
 )
 from posteval.judging.forgetting import ForgettingOptions
@@ -76,6 +78,8 @@ def _loc(loc: tuple[int | str, ...]) -> str:
 
 
 def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel]:
+    if loc[:1] == ("datasets",) and len(loc) > 3 and loc[2] == "fewshot":
+        return FewShot
     if loc[:1] == ("datasets",) and len(loc) > 2:
         return DatasetSpec
     if loc[:1] == ("generation",):
@@ -92,7 +96,8 @@ def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel]:
 def _describe(error: Any) -> str:
     kind, msg, loc = error["type"], error["msg"], error["loc"]
     if kind == "extra_forbidden":
-        allowed = ", ".join(_model_at(loc).model_fields)
+        fields = _model_at(loc).model_fields
+        allowed = ", ".join(info.alias or name for name, info in fields.items())
         return f"unknown field {loc[-1]!r} (expected one of: {allowed})"
     if kind == "missing":
         return "required field is missing"
@@ -247,13 +252,24 @@ def _absolute(root: Path, value: Path) -> Path:
     return value if value.is_absolute() else root / value
 
 
+def _resolve_dataset(spec: DatasetSpec, root: Path) -> DatasetSpec:
+    """A dataset's local paths (its file and a few-shot file) resolved; hub ids and split names kept."""
+    update: dict[str, Any] = {}
+    if hub_id(spec.path) is None:
+        update["path"] = _absolute(root, spec.path)
+    if spec.fewshot is not None and not spec.fewshot.is_split() and hub_id(spec.fewshot.source) is None:
+        source = str(_absolute(root, Path(spec.fewshot.source)))
+        update["fewshot"] = spec.fewshot.model_copy(update={"source": source})
+    return spec.model_copy(update=update)
+
+
 def _resolve_paths(suite: Suite, root: Path) -> Suite:
-    """Relative dataset, loss-sample and base-model paths, resolved against the suite's folder."""
-    update: dict[str, Any] = {
-        "datasets": [spec.model_copy(update={"path": _absolute(root, spec.path)}) for spec in suite.datasets]
-    }
-    if suite.base_model and not suite.base_model.startswith("openai:"):
+    """Relative dataset, loss-sample, tokenizer and base-model paths, resolved against the suite's folder."""
+    update: dict[str, Any] = {"datasets": [_resolve_dataset(spec, root) for spec in suite.datasets]}
+    if suite.base_model and not suite.base_model.startswith(("openai:", "hf:")):
         update["base_model"] = str(_absolute(root, Path(suite.base_model)))
+    if suite.tokenizer is not None:
+        update["tokenizer"] = _absolute(root, suite.tokenizer)
     health = suite.training_health
     if health is not None and health.train_sample is not None and health.validation is not None:
         update["training_health"] = health.model_copy(

@@ -55,11 +55,46 @@ def template_fields(template: str) -> list[str]:
     return names
 
 
+HUB_PREFIX = "hf://"
+ChatSetting = bool | Literal["auto"]
+
+
+def hub_id(path: str | Path) -> str | None:
+    """``ORG/NAME`` for a hub path ``hf://ORG/NAME`` (a Path folds ``//`` to ``/``), else None."""
+    text = str(path)
+    if not text.startswith("hf:"):
+        return None
+    return text.removeprefix("hf:").lstrip("/")
+
+
+class FewShot(_Strict):
+    """Worked examples before every prompt: ``n`` rows drawn with ``seed`` from ``from``.
+
+    ``from`` is a file (or saved dataset folder) or, for a hub dataset or a saved DatasetDict, the name
+    of another split; never the evaluated rows themselves.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    n: Annotated[int, Field(gt=0)]
+    source: Annotated[str, Field(alias="from", min_length=1)]
+    seed: int = 0
+
+    def is_split(self) -> bool:
+        """Whether ``from`` names a split of the evaluated set rather than a file or folder."""
+        return hub_id(self.source) is None and "/" not in self.source and not Path(self.source).suffix
+
+
 class DatasetSpec(_Strict):
     """One held-out set and how to evaluate it."""
 
     name: Annotated[str, Field(min_length=1)]
     path: Path
+    config: str | None = None  # a hub dataset's configuration (hf:// paths only)
+    revision: str | None = None  # a hub dataset's branch, tag or commit (hf:// paths only)
+    chat: ChatSetting | None = None  # None: the suite's setting
+    system: str | None = None  # None: the suite's system message
+    fewshot: FewShot | None = None
     kind: Literal["generate", "perplexity"] = "generate"
     prompt: str | None = None
     reference: str | None = None
@@ -97,6 +132,12 @@ class DatasetSpec(_Strict):
             raise ValueError("'choices' (per-row choices) needs scoring: loglikelihood")
         if self.choices is not None and self.labels:
             raise ValueError("give the choices once: 'labels' for every row, or 'choices' per row")
+        if (self.config is not None or self.revision is not None) and hub_id(self.path) is None:
+            raise ValueError("'config' and 'revision' apply to hub datasets only (path: hf://ORG/NAME)")
+        if self.kind == "perplexity" and (self.chat is True or self.fewshot is not None):
+            raise ValueError("rolling perplexity scores the text as it is: no 'chat' or 'fewshot'")
+        if self.fewshot is not None and self.reference is None:
+            raise ValueError("'fewshot' needs a 'reference' field: it is each worked example's answer")
         if self.labels and len(set(self.labels)) != len(self.labels):
             repeated = sorted({label for label in self.labels if self.labels.count(label) > 1})
             raise ValueError(f"'labels' repeats {repeated}; each label once")
@@ -166,6 +207,11 @@ class Suite(_Strict):
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     # The tokenization policy (posteval.runners.base.PrefixPolicy): auto, always or never.
     bos: Literal["auto", "always", "never"] = "auto"
+    # Chat templates (posteval.runners.chat): on, off, or auto (on when the evaluated checkpoint's
+    # tokenizer has one); a dataset's own setting wins. `tokenizer` renders prompts for a served model.
+    chat: ChatSetting = "auto"
+    system: str | None = None
+    tokenizer: Path | None = None
     seed: int = 0
     bootstrap_resamples: Annotated[int, Field(ge=0)] = 1000
     datasets: Annotated[list[DatasetSpec], Field(min_length=1)]

@@ -20,6 +20,7 @@ class DatasetRef:
     spec: DatasetSpec
     fingerprint: str
     row_count: int
+    location: str = ""  # where the rows came from as stored: the path, or hf://ORG/NAME@COMMIT
 
 
 @lru_cache(maxsize=16)
@@ -47,4 +48,9 @@ def load(spec: DatasetSpec) -> LoadedDataset:
 def prepare_dataset(spec: DatasetSpec) -> DatasetRef:
     """Load, validate and fingerprint one dataset."""
     loaded = load(spec)
-    return DatasetRef(spec=spec, fingerprint=loaded.fingerprint, row_count=len(loaded))
+    return DatasetRef(
+        spec=spec,
+        fingerprint=loaded.fingerprint,
+        row_count=len(loaded),
+        location=loaded.source or str(spec.path),
+    )

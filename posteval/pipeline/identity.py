@@ -12,6 +12,7 @@ from posteval.inputs.checkpoint import CheckpointInfo
 from posteval.inputs.suite import DatasetSpec, LoadedSuite, Suite
 from posteval.pipeline.datasets import DatasetRef
 from posteval.runners import tokenization_policy
+from posteval.runners.chat import prompting
 from posteval.runners.hf import pick_device, pick_dtype
 from posteval.settings import get_settings
 
@@ -37,6 +38,11 @@ def output_settings(suite: Suite, spec: DatasetSpec, checkpoint: CheckpointInfo)
     # The resolved tokenization policy decides what the model conditions on (for a served model it
     # holds bos_text): a changed policy is a new config, never a silent cache hit.
     settings["tokenization"] = tokenization_policy(checkpoint, suite.bos)
+    # The chat template's hash, system message and few-shot draw (absent for plain prompts, so runs
+    # stored before chat templates keep their config hash).
+    prompts = prompting(suite, spec).describe()
+    if prompts is not None:
+        settings["prompting"] = prompts
     if spec.kind == "perplexity":
         settings |= {"text": spec.text, "stride": spec.stride}
     elif spec.scoring == "loglikelihood":

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from contextlib import nullcontext
 from typing import Any
 
 from posteval import progress
@@ -20,7 +21,9 @@ from posteval.pipeline.datasets import DatasetRef, load
 from posteval.pipeline.identity import config_hash
 from posteval.pipeline.shards import shard_range
 from posteval.runners import get_runner
-from posteval.runners.base import GenerationOptions, Loglikelihood, Runner
+from posteval.runners.base import GenerationOptions, Loglikelihood, Runner, templated_prompts
+from posteval.runners.chat import Prompting, model_inputs, served_messages
+from posteval.runners.openai import OpenAIRunner
 from posteval.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -29,14 +32,32 @@ log = logging.getLogger(__name__)
 Row = tuple[str, str | None, dict[str, Any]]  # example key, output text, extra values
 
 
+def _shown(prompt: str, how: Prompting) -> dict[str, Any]:
+    """The rendered prompt, stored with a templated or few-shot output (the report shows it)."""
+    return {"prompt": prompt} if how.describe() is not None else {}
+
+
 def _generated_rows(
     runner: Runner, suite: Suite, loaded: LoadedDataset, todo: list[int]
 ) -> Iterator[list[Row]]:
-    prompts = loaded.prompts()
+    prompts, how = model_inputs(suite, loaded)
     options = GenerationOptions(suite.generation.max_new_tokens, tuple(suite.generation.stop))
-    batches = runner.generate([prompts[i] for i in todo], options, batch_size=suite.generation.batch_size)
+    size = suite.generation.batch_size
+    if how.server_side:  # the served model renders its own template: messages to /v1/chat/completions
+        if not isinstance(runner, OpenAIRunner):
+            raise InputError(
+                f"dataset {loaded.spec.name!r}: a server-side chat template needs a served model"
+            )
+        batches = runner.chat_generate(
+            served_messages([prompts[i] for i in todo], how), options, batch_size=size
+        )
+    else:
+        batches = runner.generate([prompts[i] for i in todo], options, batch_size=size)
     for indices, outputs in batches:
-        yield [(loaded.keys[todo[i]], out, {}) for i, out in zip(indices, outputs, strict=True)]
+        yield [
+            (loaded.keys[todo[i]], out, _shown(prompts[todo[i]], how))
+            for i, out in zip(indices, outputs, strict=True)
+        ]
 
 
 def _choice_rows(runner: Runner, suite: Suite, loaded: LoadedDataset, todo: list[int]) -> Iterator[list[Row]]:
@@ -46,12 +67,13 @@ def _choice_rows(runner: Runner, suite: Suite, loaded: LoadedDataset, todo: list
     A choice scored over zero tokens would get log-prob 0 and always win: it is an error naming the example.
     """
     spec = loaded.spec
-    prompts, choice_lists = loaded.prompts(), loaded.choice_lists()
+    (prompts, how), choice_lists = model_inputs(suite, loaded), loaded.choice_lists()
+    delimiter = "" if how.chat else spec.target_delimiter  # under a template the answer opens the turn
     requests: list[tuple[str, str]] = []
     owner: list[tuple[int, int]] = []  # (position in todo, choice index) of every request
     for position, i in enumerate(todo):
         for j, choice in enumerate(choice_lists[i]):
-            requests.append((prompts[i], spec.target_delimiter + choice))
+            requests.append((prompts[i], delimiter + choice))
             owner.append((position, j))
     pending: dict[int, dict[int, Loglikelihood]] = {}
     for indices, results in runner.loglikelihood(requests, batch_size=suite.generation.batch_size):
@@ -75,6 +97,7 @@ def _choice_rows(runner: Runner, suite: Suite, loaded: LoadedDataset, todo: list
                     "logprobs": {choices[k]: scores[k].logprob for k in range(len(choices))},
                     "n_tokens": {choices[k]: scores[k].n_tokens for k in range(len(choices))},
                     "n_bytes": {choices[k]: len(choices[k].encode("utf-8")) for k in range(len(choices))},
+                    **_shown(prompts[example], how),
                 }
                 rows.append((loaded.keys[example], choices[best], extra))
         if rows:
@@ -133,7 +156,8 @@ def run_model(
         produce, verb = _choice_rows, "scoring choices"
     else:
         produce, verb = _generated_rows, "generating"
-    with progress.job(f"{spec.name}: {verb}", len(todo)) as bar:
+    templated = templated_prompts() if spec.chat is True else nullcontext()
+    with progress.job(f"{spec.name}: {verb}", len(todo)) as bar, templated:
         for rows in produce(runner, suite, loaded, todo):
             _store_batch(checkpoint.fingerprint, dataset.fingerprint, chash, rows, database_url)
             progress.advance(bar, len(rows))

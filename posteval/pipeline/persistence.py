@@ -52,7 +52,7 @@ def _persist_once(
         for outcome in outcomes:
             ref = outcome.dataset
             row = repo.upsert_dataset(
-                session, ref.spec.name, ref.fingerprint, ref.row_count, str(ref.spec.path)
+                session, ref.spec.name, ref.fingerprint, ref.row_count, ref.location or str(ref.spec.path)
             )
             repo.save_results(session, run_id, row.id, outcome.keys, outcome.results)
             repo.save_details(session, run_id, row.id, outcome.details)

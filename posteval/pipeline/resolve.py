@@ -15,6 +15,7 @@ from posteval.inputs.checkpoint import CheckpointInfo, resolve_checkpoint
 from posteval.inputs.preflight import preflight
 from posteval.inputs.suite import LoadedSuite, load_suite
 from posteval.pipeline.datasets import DatasetRef, prepare_dataset
+from posteval.runners.chat import prompting, resolve_chat
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,10 @@ def resolve(
     """
     info = resolve_model(checkpoint, model_name=model_name, adapter_base=adapter_base, step=step)
     loaded = load_suite(suite)
+    # Chat templates are decided once, from the evaluated checkpoint, and apply to the base model too.
+    loaded = loaded.model_copy(update={"suite": resolve_chat(loaded.suite, info)})
     base = resolve_model(loaded.suite.base_model) if loaded.suite.base_model else None
     datasets = tuple(prepare_dataset(spec) for spec in loaded.suite.all_datasets())
+    for ref in datasets:
+        prompting(loaded.suite, ref.spec)  # draws the few-shot examples: a bad source fails here
     return Resolved(checkpoint=info, suite=loaded, base=base, datasets=datasets)

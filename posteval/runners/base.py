@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Generic, Literal, Protocol, TypeVar
 
@@ -17,6 +19,20 @@ Batch = tuple[list[int], list[T]]  # indices into the input, and the results for
 BosMode = Literal["auto", "always", "never"]
 BOS_MODES: tuple[BosMode, ...] = ("auto", "always", "never")
 P = TypeVar("P", list[int], str)
+
+
+_TEMPLATED: ContextVar[bool] = ContextVar("posteval_templated_prompts", default=False)
+
+
+@contextmanager
+def templated_prompts() -> Iterator[None]:
+    """Within the block, contexts are chat-rendered text that already holds whatever its template writes
+    (a BOS included): every runner puts nothing before them (posteval.runners.chat)."""
+    token = _TEMPLATED.set(True)
+    try:
+        yield
+    finally:
+        _TEMPLATED.reset(token)
 
 
 @dataclass(frozen=True)
@@ -41,7 +57,7 @@ class PrefixPolicy(Generic[P]):
     def prefix(self, context: str) -> P:
         """What goes before ``context``; empty when nothing does."""
         empty = self.own[:0]
-        if self.mode == "never":
+        if self.mode == "never" or (context and _TEMPLATED.get()):
             return empty
         if self.mode == "always" or not context:
             return self.own or (self.bos if self.bos is not None else empty)

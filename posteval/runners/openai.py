@@ -95,6 +95,7 @@ class OpenAIRunner:
                 f"{max_retries}, {retry_delay} and {timeout}"
             )
         self.url = base_url.rstrip("/") + "/completions"
+        self.chat_url = base_url.rstrip("/") + "/chat/completions"
         self.model = model
         self.api_key_env = api_key_env
         self.max_retries = max_retries
@@ -138,6 +139,40 @@ class OpenAIRunner:
         for indices in _chunks(len(prompts), _batch_size(batch_size)):
             choices = self._complete([self.policy.prefix(prompts[i]) + prompts[i] for i in indices], payload)
             yield indices, [truncate_at_stop(choice["text"], options.stop) for choice in choices]
+
+    def chat_generate(
+        self,
+        conversations: Sequence[list[dict[str, str]]],
+        options: GenerationOptions,
+        *,
+        batch_size: BatchSize = "auto",
+    ) -> Iterator[Batch[str]]:
+        """Greedy answers to ``conversations`` through /v1/chat/completions (the server renders its template).
+
+        The endpoint takes one conversation per request; ``batch_size`` only sets how many are yielded
+        (and so stored) at a time.
+        """
+        payload: dict[str, Any] = {
+            "model": self.model,
+            "max_tokens": options.max_new_tokens,
+            "temperature": 0,
+        }
+        if options.stop:
+            payload["stop"] = list(options.stop)
+        for indices in _chunks(len(conversations), _batch_size(batch_size)):
+            answers = []
+            for i in indices:
+                body = self._post({**payload, "messages": conversations[i]}, url=self.chat_url)
+                answers.append(truncate_at_stop(self._chat_text(body), options.stop))
+            yield indices, answers
+
+    def _chat_text(self, body: Any) -> str:
+        choices = body.get("choices") if isinstance(body, dict) else None
+        message = choices[0].get("message") if isinstance(choices, list) and choices else None
+        content = message.get("content") if isinstance(message, dict) else None
+        if not isinstance(content, str):
+            raise RunnerError(f"{self.chat_url} answered without choices[0].message.content")
+        return content
 
     def loglikelihood(
         self, requests: Sequence[tuple[str, str]], *, batch_size: BatchSize = "auto"
@@ -240,16 +275,17 @@ class OpenAIRunner:
             raise RunnerError(f"{self.url} answered {len(by_index)} choices for {len(prompts)} prompts")
         return [by_index[i] for i in range(len(prompts))]
 
-    def _post(self, payload: dict[str, Any]) -> Any:
+    def _post(self, payload: dict[str, Any], url: str | None = None) -> Any:
         """The JSON answer to ``payload``, retrying refused connections, timeouts, 408, 429 and 5xx."""
+        target = url or self.url
         last = ""
         for attempt in range(self.max_retries + 1):
             if attempt:
                 delay = self.retry_delay * 2 ** (attempt - 1)
-                log.warning("%s: %s; retry %d/%d in %.2fs", self.url, last, attempt, self.max_retries, delay)
+                log.warning("%s: %s; retry %d/%d in %.2fs", target, last, attempt, self.max_retries, delay)
                 time.sleep(delay)
             try:
-                response = self._client.post(self.url, json=payload)
+                response = self._client.post(target, json=payload)
             except httpx.TransportError as exc:
                 last = self._scrub(f"{type(exc).__name__}: {exc}")
                 continue
@@ -258,13 +294,13 @@ class OpenAIRunner:
                 continue
             if response.status_code >= 400:
                 raise RunnerError(
-                    f"{self.url} answered HTTP {response.status_code}: {self._server_message(response)}"
+                    f"{target} answered HTTP {response.status_code}: {self._server_message(response)}"
                 )
             try:
                 return response.json()
             except ValueError as exc:
-                raise RunnerError(f"{self.url} answered something that is not JSON: {exc}") from None
-        raise RunnerError(f"{self.url} failed after {self.max_retries + 1} attempts; last error: {last}")
+                raise RunnerError(f"{target} answered something that is not JSON: {exc}") from None
+        raise RunnerError(f"{target} failed after {self.max_retries + 1} attempts; last error: {last}")
 
     def _server_message(self, response: httpx.Response) -> str:
         """The server's error message (OpenAI's ``{"error": {"message": ...}}`` or the body), key removed."""

@@ -37,6 +37,7 @@ class ReportRun:
     metrics: list[tuple[str, str, bool, dict[str, Any]]]  # (dataset, metric, higher is better, details)
     checkpoint: CheckpointInfo
     reports: list[dict[str, Any]] = field(default_factory=list)  # the run's details (queries.run_details)
+    stored_hashes: dict[str, str] = field(default_factory=dict)  # dataset -> config hash stored on the run
     _read: dict[str, tuple[Examples, str]] = field(default_factory=dict)
 
     def spec(self, dataset: str) -> DatasetSpec | None:
@@ -45,11 +46,7 @@ class ReportRun:
 
     def outputs(self, dataset: str) -> tuple[dict[str, str | None], str]:
         """Model outputs by example key, and a note when they could not be matched by config hash."""
-        spec = self.spec(dataset)
-        try:
-            wanted = config_hash(self.suite, spec, self.checkpoint) if self.suite and spec else None
-        except (PostevalError, RuntimeError):  # e.g. a device named in the settings that is not here
-            wanted = None
+        wanted = self._config_hash(dataset)
         with session_scope(self.url) as session:
             rows = reads.predictions(session, self.checkpoint.fingerprint, self.datasets[dataset][0])
         exact = {key: output for key, output, chash in rows if chash == wanted}
@@ -57,6 +54,16 @@ class ReportRun:
             return exact, ""
         latest = {key: output for key, output, _ in rows}  # later rows win: the most recent per key
         return latest, "outputs: the run's generation settings could not be rebuilt; showing the latest"
+
+    def _config_hash(self, dataset: str) -> str | None:
+        """The run's config hash for ``dataset``: as stored on the run, else rebuilt from the stored suite."""
+        if dataset in self.stored_hashes:
+            return self.stored_hashes[dataset]
+        spec = self.spec(dataset)
+        try:
+            return config_hash(self.suite, spec, self.checkpoint) if self.suite and spec else None
+        except (PostevalError, RuntimeError):  # e.g. a device named in the settings that is not here
+            return None
 
     def examples(self, dataset: str) -> tuple[Examples, str]:
         """(input text, reference) by example key from the dataset file; or nothing, and why."""
@@ -76,6 +83,11 @@ class ReportRun:
         if loaded.fingerprint != fingerprint:
             return {}, f"inputs and references not shown: {path} changed since the run"
         texts = loaded.texts() if spec.kind == "perplexity" else loaded.prompts()
+        wanted = self._config_hash(dataset)
+        if wanted is not None:  # a chat template or few-shot turns: the prompt as the model saw it
+            with session_scope(self.url) as session:
+                rendered = reads.rendered_prompts(session, self.checkpoint.fingerprint, fingerprint, wanted)
+            texts = [rendered.get(key, text) for key, text in zip(loaded.keys, texts, strict=True)]
         references = loaded.references or [None] * len(loaded)
         return dict(zip(loaded.keys, zip(texts, references, strict=True), strict=True)), ""
 
@@ -98,6 +110,8 @@ def load_run(run_id: str, url: str | None = None) -> ReportRun:
     with session_scope(url) as session:
         source = reads.suite_source(session, run_id)
         rows = reads.metric_rows(session, run_id)
+        stored = reads.run_row(session, run_id).output_settings or {}
+    hashes = {name: str(entry["config_hash"]) for name, entry in stored.get("datasets", {}).items()}
     path = str(summary["checkpoint"])
     checkpoint = CheckpointInfo(
         path=Path(path),
@@ -111,5 +125,5 @@ def load_run(run_id: str, url: str | None = None) -> ReportRun:
     metrics = [(d.name, m.name, m.higher_is_better, m.details or {}) for d, m in rows]
     reports = queries.run_details(run_id, database_url=url)
     return ReportRun(
-        run_id, url, summary, _parse_quietly(source or ""), datasets, metrics, checkpoint, reports
+        run_id, url, summary, _parse_quietly(source or ""), datasets, metrics, checkpoint, reports, hashes
     )
