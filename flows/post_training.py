@@ -72,7 +72,7 @@ def evaluate_checkpoint(
     log_run(run.run_id, run.status, ckpt, spec.name)
     if run.status == "succeeded":  # a re-delivered trigger: the stored outcome stands, its verdict too
         kept = pipeline.stored_gate(run.run_id, database_url=database_url)
-        return _gate_outcome(run.run_id, *(kept or _gate_and_export(run.run_id, spec, database_url)))
+        return _gate_outcome(run.run_id, *_gate_and_export(run.run_id, spec, database_url, kept))
     try:
         with heartbeat(run, database_url=database_url):
             _evaluate(run, ckpt, spec, datasets, base, database_url, task_runner, dask_address)
@@ -119,9 +119,12 @@ def _evaluate(
     persist_task(run.run_id, quote(outcomes), warnings, health, forgetting, database_url, run.claim_id)
 
 
-def _gate_and_export(run_id: str, spec: Suite, database_url: str | None) -> tuple[str, str]:
-    """The gate, then the stored run logged to MLflow when configured (gate verdict included)."""
-    outcome = gate_task(run_id, spec, database_url)
+def _gate_and_export(
+    run_id: str, spec: Suite, database_url: str | None, kept: tuple[str, str] | None = None
+) -> tuple[str, str]:
+    """The gate (or the verdict the run already has, ``kept``), then the stored run logged to MLflow when
+    configured (gate verdict included; a re-delivery completes an export an earlier delivery could not)."""
+    outcome = kept or gate_task(run_id, spec, database_url)
     export_to_mlflow(run_id, database_url)
     return outcome
 
