@@ -3,12 +3,14 @@
 The query API returns pandas DataFrames::
 
     import posteval
-    posteval.runs(model="contracts", status="succeeded")
+    posteval.runs(model="contracts", status="succeeded", gate="failed")
     posteval.history("accuracy", model="contracts", dataset="contract-type")
     posteval.run_metrics(run_id)
-    posteval.judging.compare(baseline_run_id, candidate_run_id).to_frame()
+    posteval.compare(baseline_run_id, candidate_run_id).to_frame()
 
-These load lazily, so ``import posteval`` stays cheap.
+Every function that takes a run id accepts what the CLI accepts: a full id or a unique prefix of at least
+4 characters (an unknown or ambiguous id is refused naming it). These load lazily, so ``import posteval``
+stays cheap.
 """
 
 from __future__ import annotations
