@@ -313,7 +313,7 @@ class HFRunner:
         empty = [i for i, count in enumerate(remaining) if count == 0]  # texts without a single token
         if empty:
             yield empty, [Loglikelihood(0.0, 0, len(texts[i].encode("utf-8"))) for i in empty]
-        for indices, scored in self._score_items(items, batch_size):
+        for indices, scored in self._score_items(items, batch_size, greedy=False):
             done = []
             for i, [(lp, n, _)] in zip(indices, scored, strict=True):
                 owner = items[i].owner
@@ -336,12 +336,12 @@ class HFRunner:
                 )
 
     def _score_items(
-        self, items: Sequence[ScoreItem], batch_size: BatchSize
+        self, items: Sequence[ScoreItem], batch_size: BatchSize, *, greedy: bool = True
     ) -> Iterator[Batch[list[Scored]]]:
         order = longest_first([len(item.ids) for item in items])
         pad = int(self.tokenizer.pad_token_id)
 
         def run(indices: list[int]) -> list[list[Scored]]:
-            return score_batch(self.model, [items[i] for i in indices], pad, self.device)
+            return score_batch(self.model, [items[i] for i in indices], pad, self.device, greedy=greedy)
 
         yield from adaptive_batches(order, batch_size, run, on_oom=self._empty_cache)

@@ -73,10 +73,14 @@ def share_contexts(items: Sequence[ScoreItem]) -> list[ScoreItem]:
 
 
 @torch.inference_mode()
-def score_batch(model: Any, items: list[ScoreItem], pad_id: int, device: torch.device) -> list[list[Scored]]:
+def score_batch(
+    model: Any, items: list[ScoreItem], pad_id: int, device: torch.device, *, greedy: bool = True
+) -> list[list[Scored]]:
     """One forward pass over ``items`` padded on the right to the longest; per item, its results.
 
-    Right padding: a causal model's logits at real positions never see the padding.
+    Right padding: a causal model's logits at real positions never see the padding. ``greedy=False``
+    skips the argmax over the vocabulary at every scored position (rolling perplexity needs none; every
+    result then says not greedy).
     """
     width = max(len(item.ids) for item in items) - 1
     input_ids = torch.full((len(items), width), pad_id, dtype=torch.long)
@@ -102,6 +106,6 @@ def score_batch(model: Any, items: list[ScoreItem], pad_id: int, device: torch.d
             continue
         targets = torch.tensor(item.ids[-item.n_scored :], device=scored.device)
         picked = scored.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-        greedy = bool((scored.argmax(-1) == targets).all())
-        results.append([(float(picked.sum()), item.n_scored, greedy)])
+        is_greedy = greedy and bool((scored.argmax(-1) == targets).all())
+        results.append([(float(picked.sum()), item.n_scored, is_greedy)])
     return results
