@@ -13,3 +13,6 @@ stamp() { echo "# $(date -u +%Y-%m-%dT%H:%MZ) $(uname -m), $(nproc) CPUs, load a
 { stamp; "$PY" benchmarks/bench_runner.py --no-stop --out "$out/bench_runner_no_stop.json"; } | tee "$out/bench_runner_no_stop.txt"
 { stamp; "$PY" benchmarks/bench_history.py ${POSTEVAL_BENCH_POSTGRES_URL:+--postgres-url "$POSTEVAL_BENCH_POSTGRES_URL"} \
   --out "$out/bench_history.json"; } | tee "$out/bench_history.txt"
+{ stamp; "$PY" benchmarks/bench_compute.py --repeats 5 --out "$out/bench_compute.json"; } | tee "$out/bench_compute.txt"
+{ stamp; "$PY" benchmarks/bench_whole_command.py --out "$out/bench_whole_command.json"; } | tee "$out/bench_whole_command.txt"
+{ stamp; PYTHON="$PY" benchmarks/profile_commands.sh; } | tee "$out/profile_commands.txt"

@@ -16,12 +16,6 @@ from typing import Any, Literal
 
 import numpy as np
 import scipy.sparse
-from sklearn.metrics import (
-    accuracy_score,
-    classification_report,
-    confusion_matrix,
-    precision_recall_fscore_support,
-)
 
 from posteval.evaluators.base import EvalInputs, register_aggregator, register_metric
 from posteval.evaluators.choice import choice_accuracy
@@ -107,6 +101,8 @@ def _averaged_result(
     value: float | None = None,
 ) -> MetricResult:
     """Averaged precision, recall or F1 (``measure``): scikit-learn's value, a recomputing bootstrap CI."""
+    from sklearn.metrics import precision_recall_fscore_support  # lazy: a suite check never loads sklearn
+
     index = _PRF_INDEX[measure]
     if value is None and not data.references:
         value = float("nan")
@@ -201,6 +197,8 @@ def invalid_rate(
 def _accuracy_result(
     name: str, data: Labelled, inputs: EvalInputs, options: dict[str, Any], details: dict[str, Any]
 ) -> MetricResult:
+    from sklearn.metrics import accuracy_score  # lazy: a suite check never loads sklearn
+
     scores = [float(p == r) for p, r in zip(data.predicted, data.references, strict=True)]
     value = float(accuracy_score(data.references, data.predicted)) if scores else None
     return decomposable_result(
@@ -238,6 +236,8 @@ def confusion(
 ) -> MetricResult:
     """A report: scikit-learn's confusion matrix (rows true, columns predicted) over the labels that occur,
     ``<invalid>`` a column of its own."""
+    from sklearn.metrics import confusion_matrix  # lazy: a suite check never loads sklearn
+
     data = labelled(inputs, "confusion_matrix", extract, pattern)
     matrix = confusion_matrix(data.references, data.predicted, labels=data.order) if data.references else []
     details = {"labels": data.order, "matrix": np.asarray(matrix, dtype=int).tolist()}
@@ -255,6 +255,8 @@ def per_class(
     pattern: Regex | None = None,
 ) -> MetricResult:
     """A report: each label's precision, recall, F1 and support over the label set (scikit-learn, labels=)."""
+    from sklearn.metrics import precision_recall_fscore_support  # lazy: a suite check never loads sklearn
+
     data = labelled(inputs, "per_class", extract, pattern)
     table: dict[str, dict[str, float]] = {}
     if data.references:
@@ -279,6 +281,8 @@ def report(
     pattern: Regex | None = None,
 ) -> MetricResult:
     """A report: scikit-learn's classification report over the label set (labels=), as a dict."""
+    from sklearn.metrics import classification_report  # lazy: a suite check never loads sklearn
+
     data = labelled(inputs, "classification_report", extract, pattern)
     table: dict[str, Any] = {}
     if data.references:

@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
-from rouge_score import rouge_scorer
 from sacrebleu.metrics import BLEU, CHRF
 from sacrebleu.metrics.base import Metric
 
@@ -132,6 +131,8 @@ def rouge_scores(
     predictions: Sequence[str], references: Sequence[Any], rouge_type: str, *, use_stemmer: bool
 ) -> list[Any]:
     """rouge-score's Score (precision, recall, fmeasure) per example; several references take the best."""
+    from rouge_score import rouge_scorer  # lazy: nltk takes a second to import
+
     scorer = rouge_scorer.RougeScorer([rouge_type], use_stemmer=use_stemmer)
     scores = []
     for prediction, reference in zip(predictions, references, strict=True):

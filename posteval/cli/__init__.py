@@ -12,6 +12,7 @@ import typer
 from posteval.cli import history
 from posteval.cli.automation import notify, serve, trigger
 from posteval.cli.evaluate import demo, evaluate, run_evaluation
+from posteval.cli.server import server_start, server_status, server_stop
 from posteval.views.render import print_run
 
 __all__ = ["app", "main", "print_run", "run_evaluation"]
@@ -24,6 +25,7 @@ app = typer.Typer(
 runs_app = typer.Typer(help="Past runs.", no_args_is_help=True)
 db_app = typer.Typer(help="The database.", no_args_is_help=True)
 baseline_app = typer.Typer(help="Pinned baselines for the regression gate.", no_args_is_help=True)
+server_app = typer.Typer(help="A local Prefect server that every evaluation reuses.", no_args_is_help=True)
 
 app.command()(evaluate)
 app.add_typer(runs_app, name="runs")
@@ -43,6 +45,10 @@ app.command()(demo)
 app.command()(trigger)
 app.command()(serve)
 app.command()(notify)
+app.add_typer(server_app, name="server")
+server_app.command("start")(server_start)
+server_app.command("stop")(server_stop)
+server_app.command("status")(server_status)
 
 
 def main() -> None:  # pragma: no cover - console entry point alias

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from posteval import progress
+from posteval import progress, timing
 from posteval.cli.common import DaskAddressOpt, FormatOpt, TaskRunnerOpt, VerboseOpt, guard, quiet
 from posteval.db import queries
 from posteval.errors import GateFailed
@@ -33,35 +33,70 @@ def run_evaluation(
     Bad input is found here, before Prefect starts, so it costs a second and prints one line; the flow
     gets the resolved inputs and does not validate them again.
     """
-    from posteval.db.migrate import upgrade
-    from posteval.pipeline import check_task_runner
-    from posteval.pipeline.resolve import resolve
+    from posteval.cli.prefect_server import prepare_api, using_api
+
+    api = prepare_api()  # a temporary Prefect server boots while the inputs are resolved
+    with timing.phase("imports (the pipeline)"):
+        from posteval.db.migrate import upgrade
+        from posteval.pipeline import check_task_runner
+        from posteval.pipeline.resolve import resolve
 
     check_task_runner(task_runner, dask_address)
-    resolved = resolve(checkpoint, suite, model_name=model_name, adapter_base=adapter_base)
-    upgrade(database_url)
-    from posteval.cli.interrupts import detach_prefect_server
+    with timing.phase("resolve and validate"):
+        resolved = resolve(checkpoint, suite, model_name=model_name, adapter_base=adapter_base)
+    with timing.phase("database upgrade"):
+        upgrade(database_url)
+    with timing.phase("Prefect server start (waiting)"):
+        url = api()
+    with timing.phase("imports (Prefect, the flow)"):
+        from posteval.flows.post_training import evaluate_checkpoint
 
-    detach_prefect_server()
-    from posteval.flows.post_training import evaluate_checkpoint
-
-    with progress_bar() as bar:
+    with using_api(url), progress_bar() as bar:
         progress.set_sink(RichProgress(bar))
         try:
-            return evaluate_checkpoint(
-                checkpoint=checkpoint,
-                suite=suite,
-                trigger=trigger,
-                model_name=model_name,
-                force=force,
-                database_url=database_url,
-                adapter_base=adapter_base,
-                task_runner=task_runner,
-                dask_address=dask_address,
-                resolved=resolved,
-            )
+            with timing.phase(PREFECT):
+                return evaluate_checkpoint(
+                    checkpoint=checkpoint,
+                    suite=suite,
+                    trigger=trigger,
+                    model_name=model_name,
+                    force=force,
+                    database_url=database_url,
+                    adapter_base=adapter_base,
+                    task_runner=task_runner,
+                    dask_address=dask_address,
+                    resolved=resolved,
+                )
         finally:
             progress.set_sink(None)
+
+
+PREFECT = "Prefect (flow and task runs, API calls)"
+OUTSIDE_THE_FLOW = (
+    "start-up",
+    "imports",
+    "resolve and validate",
+    "database upgrade",
+    "Prefect server start",
+    "output",
+    PREFECT,
+)
+
+
+def print_profile() -> None:
+    """Where the evaluation's wall time went, one phase a line, on stderr."""
+    from rich.table import Table
+
+    rows = timing.breakdown(PREFECT, OUTSIDE_THE_FLOW)
+    table = Table(title="where the time went", title_justify="left")
+    table.add_column("phase")
+    table.add_column("seconds", justify="right")
+    table.add_column("share", justify="right")
+    total = sum(seconds for _, seconds in rows)
+    for name, seconds in rows:
+        table.add_row(name, f"{seconds:.2f}", f"{seconds / total:.0%}" if total else "-")
+    table.add_row("total", f"{total:.2f}", "100%")
+    err_console.print(table)
 
 
 def evaluate(
@@ -85,9 +120,14 @@ def evaluate(
     dask_address: DaskAddressOpt = None,
     fmt: FormatOpt = Format.table,
     verbose: VerboseOpt = False,
+    profile: Annotated[
+        bool, typer.Option("--profile", help="Say where the time went (start-up, model load, ...) on stderr.")
+    ] = False,
 ) -> None:
     """Evaluate CHECKPOINT on a suite; exit 0 ok, 1 regression gate failed, 2 bad input, 3 runtime error
     (130 after Ctrl-C, 143 after SIGTERM: the run is marked failed, "interrupted")."""
+    timing.reset()
+    timing.add("start-up", timing.process_age() or 0.0)  # the interpreter and the CLI's imports
     quiet(verbose)
     from posteval.cli.interrupts import exit_code, graceful_signals
 
@@ -109,9 +149,17 @@ def evaluate(
         raise typer.Exit(exit_code(interrupt)) from None
     except GateFailed as failed:  # the run is stored: show it, then exit 1
         failed_run = failed.run_id
-        guard(lambda: print_run(failed_run, fmt))
+        _show(failed_run, fmt, profile)
         raise typer.Exit(failed.exit_code) from None
-    guard(lambda: print_run(run_id, fmt))
+    _show(run_id, fmt, profile)
+
+
+def _show(run_id: str, fmt: Format, profile: bool) -> None:
+    """The stored run, then (with --profile) where the time went."""
+    with timing.phase("output"):
+        guard(lambda: print_run(run_id, fmt))
+    if profile:
+        print_profile()
 
 
 def _interrupted(interrupt: KeyboardInterrupt) -> None:

@@ -3,22 +3,20 @@
 Two pieces, installed by the CLI around an evaluation:
 - SIGTERM raises :class:`Terminated` (a KeyboardInterrupt), so it takes Ctrl-C's path: the flow marks the
   run failed ("interrupted") and the CLI prints one line and exits 143 (130 for Ctrl-C).
-- Prefect's temporary API server is started in its own session, so the terminal's Ctrl-C reaches only
-  posteval (the server stays up while posteval records the interrupt, then is stopped at exit instead of
-  leaving posteval retrying a dead server for a minute), and on Linux it is told to die with its parent,
-  so a SIGKILLed posteval leaves no orphan server behind.
+- The temporary Prefect API server (posteval.cli.prefect_server) is started in its own session, so the
+  terminal's Ctrl-C reaches only posteval (the server stays up while posteval records the interrupt, then
+  is stopped at exit instead of leaving posteval retrying a dead server for a minute), and on Linux it is
+  told to die with its parent (:func:`die_with_parent`), so a SIGKILLed posteval leaves no orphan server.
 """
 
 from __future__ import annotations
 
 import signal
-import subprocess
 import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
-from typing import Any
 
 PR_SET_PDEATHSIG = 1
 
@@ -49,33 +47,9 @@ def exit_code(interrupt: KeyboardInterrupt) -> int:
     return 128 + (signal.SIGTERM if isinstance(interrupt, Terminated) else signal.SIGINT)
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+def die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
     if sys.platform.startswith("linux"):
         import ctypes
 
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-class _DetachedSubprocess:
-    """Stands in for the ``subprocess`` module inside Prefect's server module only: its Popen starts the
-    server in a new session and, from the main thread on Linux, with a death signal tied to posteval."""
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(subprocess, name)
-
-    @staticmethod
-    def Popen(*args: Any, **kwargs: Any) -> subprocess.Popen[Any]:
-        kwargs.setdefault("start_new_session", True)
-        # The death signal is tied to the forking thread: only ask for it from the main thread.
-        if threading.current_thread() is threading.main_thread():
-            kwargs.setdefault("preexec_fn", _die_with_parent)
-        return subprocess.Popen(*args, **kwargs)
-
-
-def detach_prefect_server() -> None:
-    """Start Prefect's temporary server (if one is started) in its own session, dying with posteval."""
-    from prefect.server.api import server
-
-    if not isinstance(server.subprocess, _DetachedSubprocess):
-        server.subprocess = _DetachedSubprocess()  # type: ignore[assignment]

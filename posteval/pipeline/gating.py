@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from posteval import timing
 from posteval.db import queries, repo
 from posteval.db.engine import session_scope
 from posteval.db.retry import retry_transient
@@ -11,6 +12,7 @@ from posteval.judging.baseline import baseline_for
 from posteval.judging.compare import Comparison, compare_runs
 
 
+@timing.timed("regression gate")
 def gate(run_id: str, suite: Suite, *, database_url: str | None = None) -> tuple[str, str, Comparison | None]:
     """Compare the run with its baseline and apply the suite's gates; stores and returns the outcome.
 

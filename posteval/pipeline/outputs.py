@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import nullcontext
 from typing import Any
 
-from posteval import progress
+from posteval import progress, timing
 from posteval.db import repo
 from posteval.db.engine import session_scope
 from posteval.db.retry import retry_transient
@@ -142,13 +142,15 @@ def run_model(
         with session_scope(database_url) as session:
             return repo.cached_keys(session, checkpoint.fingerprint, dataset.fingerprint, chash)
 
-    done = retry_transient(stored_keys, f"reading stored outputs of {spec.name}")
+    with timing.phase("database reads"):
+        done = retry_transient(stored_keys, f"reading stored outputs of {spec.name}")
     positions = range(len(loaded.keys)) if shard is None else shard_range(len(loaded.keys), *shard)
     todo = [i for i in positions if loaded.keys[i] not in done]
     if not todo:
         log.info("dataset %s: all %d outputs cached", spec.name, len(positions))
         return []
-    runner = get_runner(checkpoint, settings.device, settings.dtype, suite.bos)
+    with timing.phase("model load"):  # once per checkpoint and process (get_runner keeps it)
+        runner = get_runner(checkpoint, settings.device, settings.dtype, suite.bos)
     warnings_before = len(runner.warnings)
     if spec.kind == "perplexity":
         produce, verb = _perplexity_rows, "scoring text"
@@ -157,9 +159,15 @@ def run_model(
     else:
         produce, verb = _generated_rows, "generating"
     templated = templated_prompts() if spec.chat is True else nullcontext()
+    batches = produce(runner, suite, loaded, todo)
     with progress.job(f"{spec.name}: {verb}", len(todo)) as bar, templated:
-        for rows in produce(runner, suite, loaded, todo):
-            _store_batch(checkpoint.fingerprint, dataset.fingerprint, chash, rows, database_url)
+        while True:
+            with timing.phase(f"compute: {spec.name}"):
+                rows = next(batches, None)
+            if rows is None:
+                break
+            with timing.phase("database writes"):
+                _store_batch(checkpoint.fingerprint, dataset.fingerprint, chash, rows, database_url)
             progress.advance(bar, len(rows))
     return [f"{spec.name}: {w}" for w in runner.warnings[warnings_before:]]
 

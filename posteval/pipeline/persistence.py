@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from posteval import timing
 from posteval.db import claims, repo
 from posteval.db.engine import session_scope
 from posteval.db.models import EvalRun
@@ -16,6 +17,7 @@ from posteval.judging.health import HealthReport
 from posteval.pipeline.scoring import DatasetOutcome
 
 
+@timing.timed("database writes")
 def persist(
     run_id: str,
     outcomes: Sequence[DatasetOutcome],

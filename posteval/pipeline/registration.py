@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
+from posteval import timing
 from posteval.db import claims, repo
 from posteval.db.engine import session_scope
 from posteval.db.models import EvalRun, utcnow
@@ -38,6 +39,7 @@ class RunRef:
     claim_id: str | None = None
 
 
+@timing.timed("database writes")
 def register_run(
     checkpoint: CheckpointInfo,
     suite: LoadedSuite,

@@ -8,6 +8,7 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from posteval import timing
 from posteval.db import repo
 from posteval.db.engine import session_scope
 from posteval.db.retry import retry_transient
@@ -35,6 +36,7 @@ class DatasetOutcome:
     details: list[RunDetailResult] = field(default_factory=list)  # reports: never compared or gated
 
 
+@timing.timed("scoring and CIs")
 def score(
     checkpoint: CheckpointInfo, suite: Suite, dataset: DatasetRef, *, database_url: str | None = None
 ) -> DatasetOutcome:
@@ -89,6 +91,7 @@ def score(
     return DatasetOutcome(dataset=dataset, keys=loaded.keys, results=results, details=details)
 
 
+@timing.timed("training health")
 def assess_health(
     checkpoint: CheckpointInfo, suite: Suite, outcomes: Sequence[DatasetOutcome]
 ) -> HealthReport | None:
@@ -110,6 +113,7 @@ def assess_health(
     return HealthReport(**{**combined.as_dict(), "details": {**combined.details, "loss_curve": curve}})
 
 
+@timing.timed("forgetting")
 def assess_base_forgetting(
     suite: Suite, base_outcomes: Sequence[DatasetOutcome], outcomes: Sequence[DatasetOutcome]
 ) -> ForgettingReport:

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from posteval.errors import CheckpointError, InputError
@@ -31,6 +29,7 @@ from posteval.runners.base import (
     longest_first,
     truncate_at_stop,
 )
+from posteval.runners.hf_scoring import Scored, ScoreItem, score_batch, share_contexts
 from posteval.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -120,15 +119,6 @@ def checkpoint_policy(checkpoint: CheckpointInfo, mode: BosMode) -> PrefixPolicy
         raise CheckpointError(f"cannot load the tokenizer of {checkpoint.path}: {exc}") from exc
 
 
-@dataclass(frozen=True)
-class _ScoreItem:
-    """Token ids whose last ``n_scored`` tokens are scored given everything before them."""
-
-    ids: list[int]
-    n_scored: int
-    owner: int  # index of the request (or text) this item belongs to
-
-
 def context_length(config: Any, tokenizer: PreTrainedTokenizerBase, cap: int | None) -> int:
     """The longest sequence to feed the model: its positions, the tokenizer's limit, and the settings' cap."""
     limits = [
@@ -148,9 +138,17 @@ class HFRunner:
     name = "hf"
 
     def __init__(
-        self, checkpoint: CheckpointInfo, *, device: str = "auto", dtype: str = "auto", bos: BosMode = "auto"
+        self,
+        checkpoint: CheckpointInfo,
+        *,
+        device: str = "auto",
+        dtype: str = "auto",
+        bos: BosMode = "auto",
+        share_contexts: bool = True,
     ) -> None:
         self.checkpoint = checkpoint
+        # Single-token continuations of one context share its forward pass (False: a pass per request).
+        self.share_contexts = share_contexts
         self.device = pick_device(device)
         self.dtype = pick_dtype(self.device, dtype)
         self.warnings: list[str] = []
@@ -245,7 +243,7 @@ class HFRunner:
     def _encode(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    def _pair_item(self, owner: int, context: str, continuation: str) -> _ScoreItem:
+    def _pair_item(self, owner: int, context: str, continuation: str) -> ScoreItem:
         """The policy's prefix, then context + continuation split where the context's own tokens end."""
         context_ids = self._encode(context)
         whole = self._encode(context + continuation)
@@ -263,7 +261,7 @@ class HFRunner:
         if len(ids) > self.max_length + 1:
             ids = ids[-(self.max_length + 1) :]
             self._truncated_scores += 1
-        return _ScoreItem(ids=ids, n_scored=len(continuation_ids), owner=owner)
+        return ScoreItem(ids=ids, n_scored=len(continuation_ids), owner=owner)
 
     def loglikelihood(
         self, requests: Sequence[tuple[str, str]], *, batch_size: BatchSize = "auto"
@@ -277,16 +275,20 @@ class HFRunner:
                 "were truncated from the left"
             )
         n_bytes = [len(cont.encode("utf-8")) for _, cont in requests]
+        if self.share_contexts:
+            items = share_contexts(items)
         for indices, scored in self._score_items(items, batch_size):
+            owners = [o for i in indices for o in (items[i].owners or (items[i].owner,))]
+            flat = [result for results in scored for result in results]
             yield (
-                indices,
+                owners,
                 [
-                    Loglikelihood(logprob=lp, n_tokens=n, n_bytes=n_bytes[i], is_greedy=greedy)
-                    for i, (lp, n, greedy) in zip(indices, scored, strict=True)
+                    Loglikelihood(logprob=lp, n_tokens=n, n_bytes=n_bytes[o], is_greedy=greedy)
+                    for o, (lp, n, greedy) in zip(owners, flat, strict=True)
                 ],
             )
 
-    def rolling_windows(self, owner: int, text: str, stride: int | None = None) -> list[_ScoreItem]:
+    def rolling_windows(self, owner: int, text: str, stride: int | None = None) -> list[ScoreItem]:
         """Windows of at most the model's context, each scoring ``stride`` new tokens of ``text``."""
         stride = min(stride or self.max_length, self.max_length)
         # With no prefix for an empty context (bos: never) the text's first token is context, not scored.
@@ -296,7 +298,7 @@ class HFRunner:
         for start in range(0, n_targets, stride):
             end = min(start + stride, n_targets)
             first = max(0, end - self.max_length)
-            windows.append(_ScoreItem(ids=full[first : end + 1], n_scored=end - start, owner=owner))
+            windows.append(ScoreItem(ids=full[first : end + 1], n_scored=end - start, owner=owner))
         return windows
 
     def rolling_loglikelihood(
@@ -311,9 +313,9 @@ class HFRunner:
         empty = [i for i, count in enumerate(remaining) if count == 0]  # texts without a single token
         if empty:
             yield empty, [Loglikelihood(0.0, 0, len(texts[i].encode("utf-8"))) for i in empty]
-        for indices, scored in self._score_items(items, batch_size):
+        for indices, scored in self._score_items(items, batch_size, greedy=False):
             done = []
-            for i, (lp, n, _) in zip(indices, scored, strict=True):
+            for i, [(lp, n, _)] in zip(indices, scored, strict=True):
                 owner = items[i].owner
                 totals[owner][0] += lp
                 totals[owner][1] += n
@@ -334,39 +336,12 @@ class HFRunner:
                 )
 
     def _score_items(
-        self, items: Sequence[_ScoreItem], batch_size: BatchSize
-    ) -> Iterator[Batch[tuple[float, int, bool]]]:
+        self, items: Sequence[ScoreItem], batch_size: BatchSize, *, greedy: bool = True
+    ) -> Iterator[Batch[list[Scored]]]:
         order = longest_first([len(item.ids) for item in items])
+        pad = int(self.tokenizer.pad_token_id)
 
-        def run(indices: list[int]) -> list[tuple[float, int, bool]]:
-            return self._score_batch([items[i] for i in indices])
+        def run(indices: list[int]) -> list[list[Scored]]:
+            return score_batch(self.model, [items[i] for i in indices], pad, self.device, greedy=greedy)
 
         yield from adaptive_batches(order, batch_size, run, on_oom=self._empty_cache)
-
-    @torch.inference_mode()
-    def _score_batch(self, items: list[_ScoreItem]) -> list[tuple[float, int, bool]]:
-        width = max(len(item.ids) for item in items) - 1
-        pad = int(self.tokenizer.pad_token_id)
-        input_ids = torch.full((len(items), width), pad, dtype=torch.long)
-        attention = torch.zeros((len(items), width), dtype=torch.long)
-        for row, item in enumerate(items):
-            n = len(item.ids) - 1
-            input_ids[row, :n] = torch.tensor(item.ids[:-1])
-            attention[row, :n] = 1
-        logits = self.model(
-            input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device)
-        ).logits
-        results = []
-        for row, item in enumerate(items):
-            if item.n_scored == 0:
-                results.append((0.0, 0, True))
-                continue
-            n = len(item.ids) - 1
-            # Normalise only the scored positions: a full (batch, width, vocab) float32 softmax would
-            # need far more memory than the model itself for long windows and large vocabularies.
-            scored = F.log_softmax(logits[row, n - item.n_scored : n].float(), dim=-1)
-            targets = torch.tensor(item.ids[-item.n_scored :], device=scored.device)
-            picked = scored.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-            greedy = bool((scored.argmax(-1) == targets).all())
-            results.append((float(picked.sum()), item.n_scored, greedy))
-        return results

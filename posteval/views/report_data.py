@@ -1,9 +1,10 @@
 """What the run report reads besides queries: the stored suite, model outputs and the dataset rows.
 
-Outputs are the Prediction rows of the run's checkpoint and dataset whose config hash is
-:func:`posteval.pipeline.config_hash` of the stored suite: exactly what scoring read. When that hash
-cannot be rebuilt or matches no row (a suite that no longer parses, another device's dtype), the most
-recent output per example is used and a note says so. Inputs and references come from the dataset file
+Outputs are the Prediction rows of the run's checkpoint and dataset whose config hash is the one the run
+stored for the dataset (its output settings, written when the run was registered): exactly what scoring
+read, without loading a tokenizer or torch to compute it again. When the run stored none (runs from
+before migration 0005) or it matches no row, the most recent output per example is used and a note says
+so. Inputs and references come from the dataset file
 at its stored path, only while its content fingerprint still matches the run's.
 """
 
@@ -20,7 +21,6 @@ from posteval.errors import PostevalError
 from posteval.inputs.checkpoint import OPENAI_PREFIX, CheckpointInfo
 from posteval.inputs.data import load_dataset
 from posteval.inputs.suite import DatasetSpec, Suite, parse_suite
-from posteval.pipeline import config_hash
 
 Examples = dict[str, tuple[str, Any]]  # example key -> (input text, reference)
 
@@ -37,7 +37,7 @@ class ReportRun:
     metrics: list[tuple[str, str, bool, dict[str, Any]]]  # (dataset, metric, higher is better, details)
     checkpoint: CheckpointInfo
     reports: list[dict[str, Any]] = field(default_factory=list)  # the run's details (queries.run_details)
-    stored_hashes: dict[str, str] = field(default_factory=dict)  # dataset -> config hash stored on the run
+    settings: dict[str, Any] | None = None  # the run's stored output settings (pipeline.run_settings)
     _read: dict[str, tuple[Examples, str]] = field(default_factory=dict)
 
     def spec(self, dataset: str) -> DatasetSpec | None:
@@ -53,17 +53,12 @@ class ReportRun:
         if exact:
             return exact, ""
         latest = {key: output for key, output, _ in rows}  # later rows win: the most recent per key
-        return latest, "outputs: the run's generation settings could not be rebuilt; showing the latest"
+        return latest, "outputs: none match the config hash the run stored; showing the latest"
 
     def _config_hash(self, dataset: str) -> str | None:
-        """The run's config hash for ``dataset``: as stored on the run, else rebuilt from the stored suite."""
-        if dataset in self.stored_hashes:
-            return self.stored_hashes[dataset]
-        spec = self.spec(dataset)
-        try:
-            return config_hash(self.suite, spec, self.checkpoint) if self.suite and spec else None
-        except (PostevalError, RuntimeError):  # e.g. a device named in the settings that is not here
-            return None
+        """The config hash the run stored for ``dataset`` (runs stored before migration 0005 have none)."""
+        stored = (self.settings or {}).get("datasets", {}).get(dataset, {})
+        return stored.get("config_hash")
 
     def examples(self, dataset: str) -> tuple[Examples, str]:
         """(input text, reference) by example key from the dataset file; or nothing, and why."""
@@ -110,8 +105,7 @@ def load_run(run_id: str, url: str | None = None) -> ReportRun:
     with session_scope(url) as session:
         source = reads.suite_source(session, run_id)
         rows = reads.metric_rows(session, run_id)
-        stored = reads.run_row(session, run_id).output_settings or {}
-    hashes = {name: str(entry["config_hash"]) for name, entry in stored.get("datasets", {}).items()}
+        settings = reads.run_row(session, run_id).output_settings
     path = str(summary["checkpoint"])
     checkpoint = CheckpointInfo(
         path=Path(path),
@@ -125,5 +119,5 @@ def load_run(run_id: str, url: str | None = None) -> ReportRun:
     metrics = [(d.name, m.name, m.higher_is_better, m.details or {}) for d, m in rows]
     reports = queries.run_details(run_id, database_url=url)
     return ReportRun(
-        run_id, url, summary, _parse_quietly(source or ""), datasets, metrics, checkpoint, reports, hashes
+        run_id, url, summary, _parse_quietly(source or ""), datasets, metrics, checkpoint, reports, settings
     )
