@@ -36,7 +36,8 @@ datasets:
       {key}
       rubric: {{criteria: [helpful, correct], scale: [1, 2, 3]}}
       pairwise: {{}}
-    metrics: [judge_score, judge_parse_failure_rate, win_rate, tie_rate, loss_rate, judge_position_inconsistency]
+    metrics: [judge_score, judge_parse_failure_rate, win_rate, tie_rate, loss_rate,
+              judge_position_inconsistency]
 """
 JUDGED = {
     "judge_score",
