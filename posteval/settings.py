@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     # one MLflow run per posteval run, in this experiment (posteval/pipeline/mlflow_export.py).
     mlflow_tracking_uri: str | None = None
     mlflow_experiment: str = Field(default="posteval", min_length=1)
+    # LLM judges: the *name* of the variable holding their API key, unless a suite's judge names one.
+    judge_api_key_env: str | None = None
 
     @field_validator("device")
     @classmethod

@@ -34,6 +34,7 @@ from posteval.views.report_html import (
     text,
     when,
 )
+from posteval.views.report_judges import judge_section
 from posteval.views.run_details import comparison_rows, detail_table, forgetting_table
 
 WORST = 10  # worst examples shown per dataset
@@ -232,6 +233,7 @@ def render_report(run_id: str, *, database_url: str | None = None) -> str:
         ("health", "Training health", _health(run)),
         ("comparison", "Comparison with the baseline", _comparison(baseline_id, comparison, refused)),
         ("reports", "Reports", _reports(run)),
+        ("judge", "Judge verdicts", judge_section(run)),
         ("worst", "Worst examples", _worst(run)),
         ("flips", "Flipped examples", _flips(run, comparison)),
     ]
