@@ -34,6 +34,12 @@ class Settings(BaseSettings):
     openai_timeout_s: float = 60.0
     openai_max_retries: int = 3
     openai_bos_text: str | None = None
+    # The code sandbox (docs/sandbox.md): the interpreter that runs model-written programs (stdlib only;
+    # empty: /usr/bin/python3 where it exists, since a root-owned home or venv may be unreadable to the
+    # sandbox user), and the first of the user ids programs run as when posteval runs as root (worker slot
+    # i runs as sandbox_uid + i, so a fork bomb's process limit and a kill(-1) reach only its own slot).
+    sandbox_python: str = ""
+    sandbox_uid: int = Field(default=64000, ge=1000, lt=2**31 - 4096)
 
     @field_validator("device")
     @classmethod

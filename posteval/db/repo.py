@@ -180,11 +180,21 @@ def save_results(
                 for key, row in zip(keys, result.stats, strict=True)
             )
         if result.per_example is not None and len(result.per_example) == len(keys):
+            details: list[dict[str, Any] | None] = (
+                list(result.example_details)
+                if result.example_details is not None and len(result.example_details) == len(keys)
+                else [None] * len(keys)
+            )
             session.add_all(
                 ExampleScore(
-                    run_id=run_id, dataset_id=dataset_id, metric=result.name, example_key=key, value=v
+                    run_id=run_id,
+                    dataset_id=dataset_id,
+                    metric=result.name,
+                    example_key=key,
+                    value=v,
+                    detail=detail,
                 )
-                for key, v in zip(keys, result.per_example, strict=True)
+                for key, v, detail in zip(keys, result.per_example, details, strict=True)
             )
     session.flush()
 

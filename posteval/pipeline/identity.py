@@ -10,6 +10,7 @@ from typing import Any
 from posteval.hashing import sha256_json
 from posteval.inputs.checkpoint import CheckpointInfo
 from posteval.inputs.suite import DatasetSpec, LoadedSuite, Suite
+from posteval.pipeline import code
 from posteval.pipeline.datasets import DatasetRef
 from posteval.runners import tokenization_policy
 from posteval.runners.hf import pick_device, pick_dtype
@@ -39,6 +40,13 @@ def output_settings(suite: Suite, spec: DatasetSpec, checkpoint: CheckpointInfo)
     settings["tokenization"] = tokenization_policy(checkpoint, suite.bos)
     if spec.kind == "perplexity":
         settings |= {"text": spec.text, "stride": spec.stride}
+    elif spec.kind == "code":
+        settings |= {
+            "max_new_tokens": suite.generation.max_new_tokens,
+            "stop": suite.generation.stop,
+            "program": spec.program,
+            **code.sampling_settings(spec),
+        }
     elif spec.scoring == "loglikelihood":
         settings |= {"prompt": spec.prompt, "labels": spec.labels, "delimiter": spec.target_delimiter}
     else:
@@ -69,7 +77,8 @@ def run_settings(checkpoint: CheckpointInfo, suite: Suite, datasets: Sequence[Da
         per_dataset[spec.name] = {
             "output": settings,
             "config_hash": sha256_json(settings),
-            "scoring": {"reference": spec.reference, "labels": spec.labels},
+            "scoring": {"reference": spec.reference, "labels": spec.labels}
+            | ({"tests": spec.tests, "sandbox": spec.sandbox.model_dump()} if spec.kind == "code" else {}),
         }
     return {
         "datasets": per_dataset,

@@ -13,10 +13,12 @@ from posteval.db.engine import session_scope
 from posteval.db.retry import retry_transient
 from posteval.errors import RunnerError
 from posteval.evaluators import EvalInputs
+from posteval.hashing import sha256_json
 from posteval.inputs.checkpoint import CheckpointInfo
 from posteval.inputs.suite import HEALTH_DATASETS, Suite
 from posteval.judging.forgetting import ForgettingReport, assess_forgetting
 from posteval.judging.health import HealthReport, assess_log, assess_measured, combine, read_loss_history
+from posteval.pipeline import code
 from posteval.pipeline.datasets import DatasetRef, load
 from posteval.pipeline.identity import config_hash
 from posteval.results import MetricResult, RunDetailResult
@@ -48,10 +50,15 @@ def score(
             return repo.cached_outputs(session, checkpoint.fingerprint, dataset.fingerprint, chash)
 
     stored = retry_transient(read, f"reading the outputs of {spec.name}")
-    missing = [key for key in loaded.keys if key not in stored]
+    is_code = spec.kind == "code"
+    wanted = code.sample_keys(loaded.keys, spec.samples()) if is_code else loaded.keys
+    missing = [key for key in wanted if key not in stored]
     if missing:
         raise RunnerError(f"dataset {spec.name!r}: {len(missing)} outputs missing (e.g. {missing[:3]})")
-    rows = [stored[key] for key in loaded.keys]
+    executions, warnings = None, []
+    if is_code:  # every sample runs in the sandbox; the first sample stands for the example's output
+        executions, warnings = code.execute(loaded, {key: stored[key].output or "" for key in wanted})
+    rows = [stored[f"{key}#0" if is_code else key] for key in loaded.keys]
     extras = [row.extra for row in rows]
     scored_text = spec.kind == "perplexity"
     choice = spec.scoring == "loglikelihood"
@@ -65,6 +72,7 @@ def score(
         token_counts=[int(e["n_tokens"]) for e in extras] if scored_text else None,
         byte_counts=[int(e["n_bytes"]) for e in extras] if scored_text else None,
         choices=choice_lists,
+        executions=executions,
         choice_logprobs=None
         if choice_lists is None
         else [[float(e["logprobs"][c]) for c in cs] for e, cs in zip(extras, choice_lists, strict=True)],
@@ -78,6 +86,8 @@ def score(
         f"|checkpoint:{checkpoint.fingerprint[:16]}|dataset:{dataset.fingerprint[:16]}|config:{chash[:16]}"
         f"|{tokens}"
     )
+    if is_code:
+        provenance += f"|sandbox:{spec.sandbox.backend}|limits:{sha256_json(spec.sandbox.model_dump())[:16]}"
     results, details = [], []
     for metric in spec.bound_metrics():
         result = metric.compute(inputs)
@@ -86,7 +96,9 @@ def score(
             details.append(RunDetailResult(result.name, result.n, signature, result.details))
         else:
             results.append(dataclasses.replace(result, signature=signature))
-    return DatasetOutcome(dataset=dataset, keys=loaded.keys, results=results, details=details)
+    return DatasetOutcome(
+        dataset=dataset, keys=loaded.keys, results=results, warnings=warnings, details=details
+    )
 
 
 def assess_health(
