@@ -10,7 +10,7 @@ from typing import Any
 from posteval.hashing import sha256_json
 from posteval.inputs.checkpoint import CheckpointInfo
 from posteval.inputs.suite import DatasetSpec, LoadedSuite, Suite
-from posteval.pipeline import code
+from posteval.pipeline.code import sampling_settings
 from posteval.pipeline.datasets import DatasetRef
 from posteval.runners import tokenization_policy
 from posteval.runners.hf import pick_device, pick_dtype
@@ -45,7 +45,7 @@ def output_settings(suite: Suite, spec: DatasetSpec, checkpoint: CheckpointInfo)
             "max_new_tokens": suite.generation.max_new_tokens,
             "stop": suite.generation.stop,
             "program": spec.program,
-            **code.sampling_settings(spec),
+            **sampling_settings(spec),
         }
     elif spec.scoring == "loglikelihood":
         settings |= {"prompt": spec.prompt, "labels": spec.labels, "delimiter": spec.target_delimiter}

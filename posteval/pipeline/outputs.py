@@ -16,7 +16,7 @@ from posteval.errors import InputError
 from posteval.inputs.checkpoint import CheckpointInfo
 from posteval.inputs.data import LoadedDataset
 from posteval.inputs.suite import Suite
-from posteval.pipeline import code
+from posteval.pipeline.code import generation_options, sample_keys
 from posteval.pipeline.datasets import DatasetRef, load
 from posteval.pipeline.identity import config_hash
 from posteval.pipeline.shards import shard_range
@@ -87,13 +87,13 @@ def _sampled_rows(
 ) -> Iterator[list[Row]]:
     """kind: code: each sample index in turn over the examples still missing it, stored as ``key#s``."""
     prompts = loaded.prompts()
-    wanted = code.sample_keys(loaded.keys, loaded.spec.samples())
+    wanted = sample_keys(loaded.keys, loaded.spec.samples())
     by_sample: dict[int, list[int]] = {}
     for position in todo:  # positions in ``wanted``: example position * n + sample index
         example, sample = divmod(position, loaded.spec.samples())
         by_sample.setdefault(sample, []).append(example)
     for sample, examples in sorted(by_sample.items()):
-        options = code.generation_options(suite, loaded.spec, sample)
+        options = generation_options(suite, loaded.spec, sample)
         batches = runner.generate(
             [prompts[i] for i in examples], options, batch_size=suite.generation.batch_size
         )
@@ -144,7 +144,7 @@ def run_model(
 
     done = retry_transient(stored_keys, f"reading stored outputs of {spec.name}")
     # A code dataset stores n outputs per example (key#0 .. key#n-1); shards split the examples.
-    wanted = code.sample_keys(loaded.keys, spec.samples()) if spec.kind == "code" else loaded.keys
+    wanted = sample_keys(loaded.keys, spec.samples()) if spec.kind == "code" else loaded.keys
     per = len(wanted) // len(loaded.keys)
     examples = range(len(loaded.keys)) if shard is None else shard_range(len(loaded.keys), *shard)
     positions = [i * per + s for i in examples for s in range(per)]

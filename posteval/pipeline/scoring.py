@@ -18,7 +18,7 @@ from posteval.inputs.checkpoint import CheckpointInfo
 from posteval.inputs.suite import HEALTH_DATASETS, Suite
 from posteval.judging.forgetting import ForgettingReport, assess_forgetting
 from posteval.judging.health import HealthReport, assess_log, assess_measured, combine, read_loss_history
-from posteval.pipeline import code
+from posteval.pipeline.code import execute, sample_keys
 from posteval.pipeline.datasets import DatasetRef, load
 from posteval.pipeline.identity import config_hash
 from posteval.results import MetricResult, RunDetailResult
@@ -51,13 +51,13 @@ def score(
 
     stored = retry_transient(read, f"reading the outputs of {spec.name}")
     is_code = spec.kind == "code"
-    wanted = code.sample_keys(loaded.keys, spec.samples()) if is_code else loaded.keys
+    wanted = sample_keys(loaded.keys, spec.samples()) if is_code else loaded.keys
     missing = [key for key in wanted if key not in stored]
     if missing:
         raise RunnerError(f"dataset {spec.name!r}: {len(missing)} outputs missing (e.g. {missing[:3]})")
     executions, warnings = None, []
     if is_code:  # every sample runs in the sandbox; the first sample stands for the example's output
-        executions, warnings = code.execute(loaded, {key: stored[key].output or "" for key in wanted})
+        executions, warnings = execute(loaded, {key: stored[key].output or "" for key in wanted})
     rows = [stored[f"{key}#0" if is_code else key] for key in loaded.keys]
     extras = [row.extra for row in rows]
     scored_text = spec.kind == "perplexity"

@@ -283,7 +283,8 @@ def judge(task: dict[str, Any], channel: Channel) -> dict[str, Any]:
 
 
 def set_limits(arguments: list[str]) -> None:
-    """cpu seconds, address space, file size, open files, processes: soft and hard, before any fork."""
+    """cpu seconds, address space, file size, open files, processes, before any fork; the program cannot
+    raise them (an unprivileged process never raises a hard limit)."""
     import resource
 
     names = (
@@ -293,8 +294,10 @@ def set_limits(arguments: list[str]) -> None:
         resource.RLIMIT_NOFILE,
         resource.RLIMIT_NPROC,
     )
-    for name, value in zip(names, arguments, strict=False):
-        resource.setrlimit(name, (int(value), int(value)))
+    for name, value in zip(names, arguments, strict=True):
+        # CPU: SIGXCPU at the soft limit (reported as a timeout), SIGKILL a second later at the hard one.
+        hard = int(value) + 1 if name == resource.RLIMIT_CPU else int(value)
+        resource.setrlimit(name, (int(value), hard))
 
 
 def main() -> None:

@@ -131,11 +131,44 @@ def execute(program: Program, limits: Limits, launch: Launch, notes: tuple[str, 
             timed_out = True
         _kill_group(process.pid)
         process.wait()
+        if launch.owner is not None:
+            reap(launch.owner)
         reader.join(timeout=5.0)
         duration = time.monotonic() - started
         return _outcome(reader, nonce, process.returncode, timed_out, limits, duration, notes)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def user_processes(uid: int) -> list[int]:
+    """Pids of the processes whose real user is ``uid``."""
+    pids = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/status", encoding="utf-8") as handle:
+                for line in handle:
+                    if line.startswith("Uid:"):
+                        if int(line.split()[1]) == uid:
+                            pids.append(int(entry.name))
+                        break
+        except (OSError, ValueError):
+            continue
+    return pids
+
+
+def reap(uid: int, *, patience_s: float = 10.0) -> None:
+    """Kill every process of the slot's user until none is left: whatever left the process group (a new
+    session, a daemon) is still that user's, and no other program runs as it while the slot is held."""
+    deadline = time.monotonic() + patience_s
+    while pids := user_processes(uid):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
 
 
 def _kill_group(pgid: int) -> None:
