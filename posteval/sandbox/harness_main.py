@@ -153,9 +153,14 @@ def candidate(requests: int, replies: int, output: int) -> None:
         try:
             fn = namespace[request["name"]]
             args = decode(request["args"])
-            result: Any = {"value": encode(fn(*args))}
+            value = fn(*args)
         except BaseException as exc:
-            result = {"error": type(exc).__name__, "message": str(exc)[:500]}
+            result: Any = {"error": type(exc).__name__, "message": str(exc)[:500]}
+        else:
+            try:  # only plain data goes back: an object equal to everything never reaches the tests
+                result = {"value": encode(value)}
+            except (TypeError, RecursionError) as exc:
+                result = {"error": "UnsupportedReturnValue", "message": str(exc)[:500]}
         sys.stdout.flush()
         sys.stderr.flush()
         send(replies, result)
