@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from posteval.db.models import EvalRun, ExampleScore, Metric, Prediction
 from posteval.flows.post_training import evaluate_checkpoint
 from posteval.runners.hf import HFRunner
+from posteval.views.report import render_report
 
 # Each prompt ends inside a comment, so whatever one line the model writes, the program is the prompt's:
 # the first two problems pass every sample, the last two fail (a wrong answer, an exception).
@@ -111,6 +112,16 @@ def test_code_flow_stores_pass_at_k_and_each_samples_outcome(
         expected = {f"{task_id}#{s}" for task_id, *_ in PROBLEMS for s in range(N_SAMPLES)}
         assert expected <= set(keys)
     engine.dispose()
+    report = render_report(run_id, database_url=db_url)
+    assert "<h3>problems: 6 of 12 samples passed</h3>" in report
+    wrong_row = (
+        '<tr><td>p-wrong</td><td>0</td><td>failed</td><td><span class="text">AssertionError</span></td>'
+        '<td><span class="text">tests.py:2: assert candidate() == 1, &#x27;not one&#x27; (not one)'
+        "</span></td>"
+        '<td><span class="text"><i>(empty)</i></span></td></tr>'
+    )
+    assert wrong_row in report
+    assert "<td>p-add</td>" not in report.split('id="code"')[1]  # passing problems are not listed
 
 
 def test_sampled_programs_come_from_the_cache_the_second_time(

@@ -113,8 +113,8 @@ def test_plain_data_crosses_the_boundary_both_ways() -> None:
     code = "def echo(x):\n    return x\n"
     test = (
         "def check(candidate):\n"
-        "    for value in [1, -2**100, 1.5, float('inf'), 'é', b'\\x00', None, True, (1, [2, {3: 'x'}]), {1, 2},"
-        " frozenset({'a'}), 1+2j]:\n"
+        "    for value in [1, -2**100, 1.5, float('inf'), 'é', b'\\x00', None, True,"
+        " (1, [2, {3: 'x'}]), {1, 2}, frozenset({'a'}), 1+2j]:\n"
         "        assert candidate(value) == value and type(candidate(value)) is type(value)\n"
     )
     assert judge("local", code, test, "echo").status == "passed"

@@ -42,8 +42,8 @@ def test_without_unshare_the_run_warnings_say_so(no_unshare: None, tmp_path: Pat
     row = {"task_id": "t1", "prompt": "def f():\n", "test": "assert f() == 1\n", "entry_point": "f"}
     (tmp_path / "p.jsonl").write_text(json.dumps(row) + "\n")
     (tmp_path / "s.yaml").write_text(
-        "name: s\nallow_incomplete: true\ndatasets:\n  - {name: p, path: p.jsonl, kind: code, prompt: '{prompt}',"
-        " key: task_id, metrics: [pass_rate]}\n"
+        "name: s\nallow_incomplete: true\ndatasets:\n  - {name: p, path: p.jsonl, kind: code,"
+        " prompt: '{prompt}', key: task_id, metrics: [pass_rate]}\n"
     )
     loaded = load_dataset(load_suite(tmp_path / "s.yaml").suite.dataset("p"))
     executions, warnings = execute(loaded, {"t1#0": "    return 1\n"})
@@ -56,7 +56,8 @@ def test_bubblewrap_without_bwrap_is_one_clear_error(monkeypatch: pytest.MonkeyP
     with pytest.raises(SandboxError) as caught:
         get_backend("bubblewrap")
     assert str(caught.value) == (
-        "sandbox backend 'bubblewrap' needs bwrap (Debian/Ubuntu: apt-get install bubblewrap); or use backend: local"
+        "sandbox backend 'bubblewrap' needs bwrap (Debian/Ubuntu: apt-get install bubblewrap); "
+        "or use backend: local"
     )
 
 

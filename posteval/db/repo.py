@@ -185,6 +185,7 @@ def save_results(
                 if result.example_details is not None and len(result.example_details) == len(keys)
                 else [None] * len(keys)
             )
+            # A detail only where there is one: an explicit None would be stored as JSON null, not NULL.
             session.add_all(
                 ExampleScore(
                     run_id=run_id,
@@ -192,7 +193,7 @@ def save_results(
                     metric=result.name,
                     example_key=key,
                     value=v,
-                    detail=detail,
+                    **({"detail": detail} if detail is not None else {}),
                 )
                 for key, v, detail in zip(keys, result.per_example, details, strict=True)
             )
