@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from posteval.db import repo
 from posteval.db.engine import session_scope
@@ -55,7 +56,8 @@ def score(
     missing = [key for key in wanted if key not in stored]
     if missing:
         raise RunnerError(f"dataset {spec.name!r}: {len(missing)} outputs missing (e.g. {missing[:3]})")
-    executions, warnings = None, []
+    executions: list[list[dict[str, Any]]] | None = None
+    warnings: list[str] = []
     if is_code:  # every sample runs in the sandbox; the first sample stands for the example's output
         executions, warnings = execute(loaded, {key: stored[key].output or "" for key in wanted})
     rows = [stored[f"{key}#0" if is_code else key] for key in loaded.keys]

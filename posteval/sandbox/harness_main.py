@@ -31,7 +31,7 @@ MAX_MESSAGE = 16 * 1024 * 1024
 
 # Plain data across the pipe: tagged JSON, decoded without ever running or importing anything ---------------
 
-_SEQUENCE_TAGS = {list: "l", tuple: "t", set: "s", frozenset: "z"}
+_SEQUENCE_TAGS: dict[type, str] = {list: "l", tuple: "t", set: "s", frozenset: "z"}
 
 
 def encode(value: Any, depth: int = 0) -> Any:

@@ -28,12 +28,12 @@ def code_outcomes(run: ReportRun) -> Html | None:
         total = sum(int(str(detail["n"])) for _, detail in details)
         passed = sum(int(str(detail["passed"])) for _, detail in details)
         parts.append(tag("h3", f"{dataset}: {passed} of {total} samples passed"))
-        failing = [
-            (key, i, sample)
-            for key, detail in details
-            for i, sample in enumerate(detail["samples"])  # type: ignore[arg-type]
-            if isinstance(sample, dict) and sample.get("status") != "passed"
-        ]
+        failing: list[tuple[str, int, dict[str, object]]] = []
+        for key, detail in details:
+            samples = detail["samples"]
+            for i, sample in enumerate(samples if isinstance(samples, list) else []):
+                if isinstance(sample, dict) and sample.get("status") != "passed":
+                    failing.append((key, i, sample))
         if not failing:
             parts.append(note("every sample passed"))
             continue
