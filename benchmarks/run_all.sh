@@ -13,3 +13,4 @@ stamp() { echo "# $(date -u +%Y-%m-%dT%H:%MZ) $(uname -m), $(nproc) CPUs, load a
 { stamp; "$PY" benchmarks/bench_runner.py --no-stop --out "$out/bench_runner_no_stop.json"; } | tee "$out/bench_runner_no_stop.txt"
 { stamp; "$PY" benchmarks/bench_history.py ${POSTEVAL_BENCH_POSTGRES_URL:+--postgres-url "$POSTEVAL_BENCH_POSTGRES_URL"} \
   --out "$out/bench_history.json"; } | tee "$out/bench_history.txt"
+{ stamp; "$PY" benchmarks/bench_sandbox.py; } | tee "$out/bench_sandbox.txt"

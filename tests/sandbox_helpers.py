@@ -12,6 +12,7 @@ import pytest
 
 from posteval.evaluators import EvalInputs, resolve_metric
 from posteval.sandbox import Execution, Limits, Program, get_backend, run_all
+from posteval.sandbox.pool import try_lock
 from posteval.settings import get_settings
 
 LIMITS = Limits(timeout_s=8.0, cpu_s=4, memory_mb=512, processes=16, output_kb=16)
@@ -24,8 +25,15 @@ def backends() -> list[object]:
 
 
 def sandbox_processes() -> list[int]:
-    """Pids of processes running as any sandbox user (slot uids)."""
+    """Pids of processes running as a sandbox user (slot uid) whose slot no process holds now (slots held
+    by another posteval process on this machine, a benchmark say, are theirs)."""
     first = get_settings().sandbox_uid
+    free = set()
+    for slot in range(64):
+        fd = try_lock(slot)
+        if fd is not None:
+            free.add(first + slot)
+            os.close(fd)
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -36,7 +44,7 @@ def sandbox_processes() -> list[int]:
             continue
         uid_line = next((line for line in status.splitlines() if line.startswith("Uid:")), "")
         uids = [int(part) for part in uid_line.split()[1:]]
-        if any(first <= uid < first + 64 for uid in uids):
+        if any(uid in free for uid in uids):
             found.append(int(entry.name))
     return found
 

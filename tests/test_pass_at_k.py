@@ -121,3 +121,10 @@ def test_sampling_outside_a_code_dataset_is_refused(tmp_path: Path) -> None:
 def test_an_unknown_sandbox_option_names_the_allowed_ones(tmp_path: Path) -> None:
     with pytest.raises(SuiteError, match=r"unknown field 'memory' \(expected one of: backend, workers"):
         _load(tmp_path, "code", "[pass_rate]", "    sandbox: {memory: 5}\n")
+
+
+def test_a_gate_may_name_a_pass_at_k(tmp_path: Path) -> None:
+    loaded = _load(
+        tmp_path, "code", "[{pass_at_k: {k: 1}}, pass_rate]\ngates:\n  problems/pass@1: {max_drop: 0.05}"
+    )
+    assert list(loaded.suite.gates) == ["problems/pass@1"]  # type: ignore[attr-defined]

@@ -55,6 +55,7 @@ class BubblewrapSandbox:
             "--setenv", "LANG", "C.UTF-8",
             "--",
         ]  # fmt: skip
+        # bwrap's outer process may exit while its namespace is still dying: reaped after every program.
         return Launch(prefix=prefix, workdir_inside=INSIDE, user=uid, owner=uid)
 
     def run(self, program: Program, limits: Limits, *, slot: int = 0) -> Execution:

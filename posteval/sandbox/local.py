@@ -68,8 +68,11 @@ class LocalSandbox:
             # No namespaces: switch user through Popen where we may, so the process limit still binds.
             return Launch(prefix=[], user=uid if self.as_root else None, owner=uid if self.as_root else None)
         if self.as_root:
-            return Launch(prefix=["unshare", *NAMESPACES, "-S", str(uid), "-G", str(uid), "--"], owner=uid)
-        return Launch(prefix=["unshare", "--user", "--map-root-user", *NAMESPACES, "--"])
+            prefix = ["unshare", *NAMESPACES, "-S", str(uid), "-G", str(uid), "--"]
+            return Launch(prefix=prefix, owner=uid, waits_for_namespace=True)
+        return Launch(
+            prefix=["unshare", "--user", "--map-root-user", *NAMESPACES, "--"], waits_for_namespace=True
+        )
 
     def run(self, program: Program, limits: Limits, *, slot: int = 0) -> Execution:
         """Run ``program`` in a fresh folder under ``limits``."""

@@ -44,6 +44,9 @@ class Launch:
     workdir_inside: str | None = None
     user: int | None = None  # switched to by Popen before exec (bubblewrap); unshare switches itself
     owner: int | None = None  # who owns the fresh folder
+    # The wrapper exits only after the program's PID namespace is gone (unshare waits for its init, whose
+    # exit waits for every process in it), so a program that ended normally left nothing behind.
+    waits_for_namespace: bool = False
 
 
 class _Reader(threading.Thread):
@@ -131,11 +134,15 @@ def execute(program: Program, limits: Limits, launch: Launch, notes: tuple[str, 
             timed_out = True
         _kill_group(process.pid)
         process.wait()
-        if launch.owner is not None:
-            reap(launch.owner)
         reader.join(timeout=5.0)
         duration = time.monotonic() - started
-        return _outcome(reader, nonce, process.returncode, timed_out, limits, duration, notes)
+        execution = _outcome(reader, nonce, process.returncode, timed_out, limits, duration, notes)
+        # Killed from outside, a namespace dies asynchronously; without one, a daemon may have left.
+        if launch.owner is not None and (
+            timed_out or execution.error == "NoResult" or not launch.waits_for_namespace
+        ):
+            reap(launch.owner)
+        return execution
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
