@@ -16,3 +16,4 @@ stamp() { echo "# $(date -u +%Y-%m-%dT%H:%MZ) $(uname -m), $(nproc) CPUs, load a
 { stamp; "$PY" benchmarks/bench_compute.py --repeats 5 --out "$out/bench_compute.json"; } | tee "$out/bench_compute.txt"
 { stamp; "$PY" benchmarks/bench_whole_command.py --out "$out/bench_whole_command.json"; } | tee "$out/bench_whole_command.txt"
 { stamp; PYTHON="$PY" benchmarks/profile_commands.sh; } | tee "$out/profile_commands.txt"
+{ stamp; "$PY" benchmarks/bench_sandbox.py; } | tee "$out/bench_sandbox.txt"

@@ -46,6 +46,8 @@ class EvalInputs:
     choice_logprobs: Sequence[Sequence[float]] | None = None
     # LLM-judge verdicts (posteval.judges.engine): per-example records under "pointwise" and "pairwise".
     judgments: Mapping[str, Sequence[Mapping[str, Any]]] | None = None
+    # kind: code: each example's executions (one per sample, posteval.sandbox.Execution.as_dict()).
+    executions: Sequence[Sequence[Mapping[str, Any]]] | None = None
     seed: int = 0
     n_bootstrap: int = 1000
 
@@ -73,6 +75,9 @@ class MetricInfo:
     accepts_choices: bool = False  # works on per-row choices in place of a label set
     # An LLM-judge metric: needs the dataset's `judge:` section; a task metric, general on `general: true`.
     needs_judgments: bool = False
+    needs_execution: bool = False  # only for kind: code datasets, whose programs the sandbox runs
+    # The stored name from the options, where the default (name + non-default options) reads badly.
+    namer: Callable[[Mapping[str, Any]], str] | None = None
 
 
 _REGISTRY: dict[str, MetricInfo] = {}
@@ -132,6 +137,8 @@ def register_metric(
     accepts_choices: bool = False,
     is_report: bool = False,
     needs_judgments: bool = False,
+    needs_execution: bool = False,
+    namer: Callable[[Mapping[str, Any]], str] | None = None,
     check: OptionsCheck | None = None,
 ) -> Callable[[MetricFn], MetricFn]:
     """Register ``fn`` under ``name``; a second registration of the same name is an error.
@@ -141,6 +148,8 @@ def register_metric(
     ``needs_choices`` marks metrics of multiple choice scores (``scoring: loglikelihood``) — only those;
     ``accepts_choices`` lets a metric that needs labels run on per-row ``choices`` instead.
     ``is_report`` marks a report: its result's ``details`` are stored as the run's details, its value never.
+    ``needs_execution`` marks metrics of executed programs (``kind: code``) — only those; ``namer`` maps
+    the options to the stored name (``pass@10``).
     """
 
     def decorate(fn: MetricFn) -> MetricFn:
@@ -158,6 +167,8 @@ def register_metric(
             accepts_choices=accepts_choices,
             is_report=is_report,
             needs_judgments=needs_judgments,
+            needs_execution=needs_execution,
+            namer=namer,
             options_model=_options_model(name, fn, check),
         )
         return fn
@@ -212,6 +223,8 @@ class BoundMetric:
     @property
     def name(self) -> str:
         """The stored metric name: the registered name, suffixed with non-default option values."""
+        if self.info.namer is not None:
+            return self.info.namer({**option_defaults(self.info.options_model), **self.options})
         defaults = option_defaults(self.info.options_model)
         suffix = [
             _option_label(key, value)

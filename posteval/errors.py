@@ -39,6 +39,10 @@ class RunnerError(PostevalError):
     """A model backend failed at run time (out of memory after retries, an endpoint that keeps failing)."""
 
 
+class SandboxError(PostevalError):
+    """The sandbox cannot run programs on this machine (a backend's tool is missing or not permitted)."""
+
+
 class DatabaseError(PostevalError):
     """The database cannot be reached or is not at the expected schema."""
 

@@ -33,6 +33,8 @@ class MetricResult:
     details: dict[str, Any] = field(default_factory=dict)
     stats: list[list[float]] | None = None
     aggregation: dict[str, Any] | None = None
+    # What happened on each example beyond its score (a code problem's executions), stored with the score.
+    example_details: list[dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True)

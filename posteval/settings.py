@@ -44,6 +44,12 @@ class Settings(BaseSettings):
     mlflow_experiment: str = Field(default="posteval", min_length=1)
     # LLM judges: the *name* of the variable holding their API key, unless a suite's judge names one.
     judge_api_key_env: str | None = None
+    # The code sandbox (docs/sandbox.md): the interpreter that runs model-written programs (stdlib only;
+    # empty: /usr/bin/python3 where it exists, since a root-owned home or venv may be unreadable to the
+    # sandbox user), and the first of the user ids programs run as when posteval runs as root (worker slot
+    # i runs as sandbox_uid + i, so a fork bomb's process limit and a kill(-1) reach only its own slot).
+    sandbox_python: str = ""
+    sandbox_uid: int = Field(default=64000, ge=1000, lt=2**31 - 4096)
 
     @field_validator("device")
     @classmethod

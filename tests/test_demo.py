@@ -23,7 +23,9 @@ def demo_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     get_settings.cache_clear()
 
 
-def test_demo_flags_the_overfit_checkpoint_only(prefect_harness: None, tmp_path: Path, demo_db: str) -> None:
+def test_demo_flags_the_overfit_checkpoint_only(
+    prefect_harness: None, tmp_path: Path, demo_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     console = Console(record=True, width=120)
     good, overfit = run_demo(tmp_path / "work", console=console, evaluate=run_evaluation, show=print_run)
     verdicts = {
@@ -47,3 +49,8 @@ def test_demo_flags_the_overfit_checkpoint_only(prefect_harness: None, tmp_path:
     gates = {run: queries.run_summary(run)["gate_status"] for run in (good, overfit)}
     assert gates == {good: "no_baseline", overfit: "failed"}
     assert len(queries.loss_curve(queries.run_summary(overfit)["checkpoint_id"])) > 20  # type: ignore[arg-type]
+    for run in (good, overfit):  # the code set ran in the sandbox: pass@1 stored over its 3 problems
+        code = queries.run_metrics(run).query("dataset == 'code'").set_index("name")
+        assert sorted(code.index) == ["pass@1", "pass_rate"]
+        assert list(code["n"]) == [3, 3] and 0.0 <= code.loc["pass@1", "value"] <= 1.0
+    assert "pass@1" in capsys.readouterr().out  # the demo's run tables show it

@@ -250,11 +250,50 @@ def snapshot(url: str) -> dict[str, dict[str, list[Any]]]:
     return out
 
 
+DETAIL_STASH = "__example_details_0009__"
+
+
+def _rekeyed(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    return {repr(sorted(r.items(), key=str)): r for r in rows}
+
+
+def canonical_details(snap: dict[str, Any]) -> dict[str, Any]:
+    """``snap`` with per-example details in one shape: 0009 keeps them in ``example_scores.detail`` and its
+    downgrade moves them into the metric row's ``details`` under DETAIL_STASH (and back on upgrade). Both
+    shapes become rows of a pseudo-table ``example_details``."""
+    if "example_scores" not in snap:
+        return snap
+    out = dict(snap)
+    details: list[dict[str, Any]] = []
+    scores = []
+    for row in snap["example_scores"].values():
+        row = dict(row)
+        detail = row.pop("detail", None)
+        if detail is not None:
+            details.append(
+                {**{k: row[k] for k in ("run_id", "dataset_id", "metric", "example_key")}, "d": detail}
+            )
+        scores.append(row)
+    metrics = []
+    for row in snap.get("metrics", {}).values():
+        row = dict(row)
+        if isinstance(row.get("details"), dict) and DETAIL_STASH in row["details"]:
+            stash = row["details"][DETAIL_STASH]
+            row["details"] = {k: v for k, v in row["details"].items() if k != DETAIL_STASH}
+            where = {"run_id": row["run_id"], "dataset_id": row["dataset_id"], "metric": row["name"]}
+            details += [{**where, "example_key": key, "d": detail} for key, detail in stash.items()]
+        metrics.append(row)
+    out["example_scores"], out["metrics"] = _rekeyed(scores), _rekeyed(metrics)
+    out["example_details"] = _rekeyed(details)
+    return out
+
+
 def canonical(snap: dict[str, Any]) -> dict[str, Any]:
     """``snap`` with reports in one shape whichever revision holds them: 0006 moves a report's metric row and
     its per-example scores into ``run_details`` (its value kept in ``from_metric``) and back on downgrade,
-    under new surrogate ids. Both shapes become rows of a pseudo-table ``reports`` without ids."""
-    out = {table: dict(rows) for table, rows in snap.items()}
+    under new surrogate ids. Both shapes become rows of a pseudo-table ``reports`` without ids. Per-example
+    details likewise (:func:`canonical_details`)."""
+    out = {table: dict(rows) for table, rows in canonical_details(snap).items()}
     reports: dict[str, Any] = {}
 
     def add(run_id: str, dataset_id: int, name: str, n: int, signature: str, details: Any, old: Any) -> None:

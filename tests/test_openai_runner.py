@@ -256,3 +256,11 @@ def test_a_token_spanning_context_and_continuation_is_left_out_and_warned(server
         "1 request(s) had a token spanning the end of the context and the start of the continuation; "
         "it was left out of the continuation's logprob"
     ]
+
+
+def test_sampled_generation_sends_temperature_top_p_and_seed(server: OpenAIServer) -> None:
+    options = GenerationOptions(max_new_tokens=3, stop=("\n",), temperature=0.8, top_p=0.9, seed=1234)
+    with pytest.raises(RunnerError, match="decodes greedily only"):  # the test server samples nothing
+        _collect(_runner(server.base_url).generate([CONTEXT], options), 1)
+    body = server.requests[0].body
+    assert (body["temperature"], body["top_p"], body["seed"], body["max_tokens"]) == (0.8, 0.9, 1234, 3)

@@ -247,6 +247,9 @@ class ExampleScore(Base):
     metric: Mapped[str] = mapped_column(String(255))
     example_key: Mapped[str] = mapped_column(String(255))
     value: Mapped[float | None] = mapped_column(Float)  # None where undefined (NaN)
+    # What happened on the example beyond its score (a code problem's executions: status, exception type,
+    # the failing test's line, output), shown in the report; None for most metrics (migration 0009).
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class ExampleStats(Base):

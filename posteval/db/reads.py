@@ -127,6 +127,18 @@ def example_scores(
     return [(d, m, k, v) for d, m, k, v in session.execute(query).all()]
 
 
+def example_details(session: Session, run_id: str) -> list[tuple[str, str, str, dict[str, Any]]]:
+    """The run's per-example details where a metric stored some (code outcomes): (dataset, metric, key,
+    detail), in storage order."""
+    rows = session.execute(
+        select(Dataset.name, ExampleScore.metric, ExampleScore.example_key, ExampleScore.detail)
+        .join(Dataset, ExampleScore.dataset_id == Dataset.id)
+        .where(ExampleScore.run_id == run_id, ExampleScore.detail.is_not(None))
+        .order_by(ExampleScore.id)
+    ).all()
+    return [(d, m, k, v) for d, m, k, v in rows if isinstance(v, dict)]
+
+
 def example_stats(session: Session, run_id: str, dataset: str, metric: str) -> list[tuple[str, Any]]:
     """The run's per-example sufficient statistics of one corpus metric: (key, stats)."""
     rows = session.execute(

@@ -181,6 +181,12 @@ def save_results(
                 for key, row in zip(keys, result.stats, strict=True)
             )
         if result.per_example is not None and len(result.per_example) == len(keys):
+            details: list[dict[str, Any] | None] = (
+                list(result.example_details)
+                if result.example_details is not None and len(result.example_details) == len(keys)
+                else [None] * len(keys)
+            )
+            # A detail only where there is one: an explicit None would be stored as JSON null, not NULL.
             session.add_all(
                 ExampleScore(
                     run_id=run_id,
@@ -188,8 +194,9 @@ def save_results(
                     metric=result.name,
                     example_key=key,
                     value=None if math.isnan(v) else v,  # unjudged (an unparsed judge answer): no score
+                    **({"detail": detail} if detail is not None else {}),
                 )
-                for key, v in zip(keys, result.per_example, strict=True)
+                for key, v, detail in zip(keys, result.per_example, details, strict=True)
             )
     session.flush()
 

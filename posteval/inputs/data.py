@@ -158,6 +158,8 @@ def _validate_rows(spec: DatasetSpec, rows: list[dict[str, Any]], lines: list[in
                     f"dataset {spec.name!r}: {_where(spec, index, lines)}: the prompt template "
                     f"{spec.prompt!r} cannot be filled from this row: {type(exc).__name__}: {exc}"
                 ) from exc
+    if spec.kind == "code":
+        _validate_code(spec, rows, lines)
     if spec.scoring == "loglikelihood":
         _validate_choices(spec, rows, lines)
     elif spec.labels and spec.reference:
@@ -186,6 +188,23 @@ def _validate_rows(spec: DatasetSpec, rows: list[dict[str, Any]], lines: list[in
             )
         first[key] = index
     return keys
+
+
+def _validate_code(spec: DatasetSpec, rows: list[dict[str, Any]], lines: list[int] | None) -> None:
+    """HumanEval/MBPP rows: tests as code or a list of assert lines; an entry point, if any, a name."""
+    for index, row in enumerate(rows):
+        where = f"dataset {spec.name!r}: {_where(spec, index, lines)}"
+        tests = row[spec.tests]
+        if not (
+            isinstance(tests, str) or (isinstance(tests, list) and all(isinstance(t, str) for t in tests))
+        ):
+            raise DatasetError(
+                f"{where}: field {spec.tests!r} must be test code (a string) or a list of assert lines, "
+                f"got {type(tests).__name__}"
+            )
+        entry = row.get(spec.entry_point)
+        if entry is not None and not (isinstance(entry, str) and entry.isidentifier()):
+            raise DatasetError(f"{where}: field {spec.entry_point!r} must be a function name, got {entry!r}")
 
 
 def _is_index(value: Any) -> bool:

@@ -26,6 +26,8 @@ from posteval.inputs.suite_schema import (
     GenerationConfig,
     LoadedSuite,
     LossSample,
+    Sampling,
+    SandboxOptions,
     Suite,
     TrainingHealth,
     hub_id,
@@ -80,6 +82,8 @@ def _loc(loc: tuple[int | str, ...]) -> str:
 def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel]:
     if loc[:1] == ("datasets",) and len(loc) > 3 and loc[2] == "fewshot":
         return FewShot
+    if loc[:1] == ("datasets",) and len(loc) > 3 and loc[2] in ("sampling", "sandbox"):
+        return Sampling if loc[2] == "sampling" else SandboxOptions
     if loc[:1] == ("datasets",) and len(loc) > 2:
         return DatasetSpec
     if loc[:1] == ("generation",):
@@ -130,6 +134,22 @@ def _check_metrics(suite: Suite, path: Path) -> None:
                 raise SuiteError(
                     f"{where}: metric {info.name!r} needs {expected}, and dataset {spec.name!r} "
                     f"has kind: {spec.kind}"
+                )
+            if info.needs_execution != (spec.kind == "code"):
+                raise SuiteError(
+                    f"{where}: metric {info.name!r} "
+                    + (
+                        f"runs programs and needs a dataset with kind: code, and dataset {spec.name!r} "
+                        f"has kind: {spec.kind}"
+                        if info.needs_execution
+                        else f"does not apply to dataset {spec.name!r} of kind: code "
+                        "(use pass_at_k or pass_rate)"
+                    )
+                )
+            if info.needs_execution and int(bound.options.get("k", 1)) > spec.samples():
+                raise SuiteError(
+                    f"{where}: {bound.name} needs at least {bound.options['k']} samples per problem, and "
+                    f"dataset {spec.name!r} draws {spec.samples()} (set sampling: {{n: ...}})"
                 )
             if info.needs_references and spec.kind == "generate" and spec.reference is None:
                 raise SuiteError(
@@ -282,7 +302,7 @@ def _resolve_paths(suite: Suite, root: Path) -> Suite:
 
 
 RULE_OF_THREE = {
-    "task": "a task metric (accuracy, f1, exact_match, bleu, rouge, json_*, regex_match, ...)",
+    "task": "a task metric (accuracy, f1, exact_match, bleu, rouge, json_*, regex_match, pass_at_k, ...)",
     "general": "a general-quality metric (perplexity or bits_per_byte on general text, or an LLM judge)",
     "overfitting": "an overfitting detector (a 'training_health' section: train vs validation loss gap)",
 }

@@ -88,6 +88,29 @@ class FewShot(_Strict):
         return hub_id(self.source) is None and "/" not in self.source and not Path(self.source).suffix
 
 
+class Sampling(_Strict):
+    """``n`` sampled generations per problem (pass@k), instead of one greedy one."""
+
+    n: Annotated[int, Field(gt=0, le=1000)] = 1
+    temperature: Annotated[float, Field(gt=0, le=10)] = 0.8
+    top_p: Annotated[float, Field(gt=0, le=1)] = 0.95
+    seed: int = 0
+
+
+class SandboxOptions(_Strict):
+    """Where and under which limits model-written programs run (docs/sandbox.md)."""
+
+    backend: Literal["local", "bubblewrap"] = "local"
+    workers: Annotated[int, Field(gt=0, le=256)] = 2
+    timeout_s: Annotated[float, Field(gt=0, le=600)] = 10.0
+    cpu_s: Annotated[int, Field(gt=0, le=600)] = 10
+    memory_mb: Annotated[int, Field(ge=64, le=65536)] = 1024
+    file_mb: Annotated[int, Field(gt=0, le=4096)] = 16
+    open_files: Annotated[int, Field(ge=16, le=4096)] = 64
+    processes: Annotated[int, Field(ge=4, le=4096)] = 32
+    output_kb: Annotated[int, Field(gt=0, le=10240)] = 64
+
+
 class DatasetSpec(_Strict):
     """One held-out set and how to evaluate it."""
 
@@ -98,7 +121,7 @@ class DatasetSpec(_Strict):
     chat: ChatSetting | None = None  # None: the suite's setting
     system: str | None = None  # None: the suite's system message
     fewshot: FewShot | None = None
-    kind: Literal["generate", "perplexity"] = "generate"
+    kind: Literal["generate", "perplexity", "code"] = "generate"
     prompt: str | None = None
     reference: str | None = None
     labels: list[str] | None = None
@@ -112,6 +135,14 @@ class DatasetSpec(_Strict):
     limit: Annotated[int, Field(gt=0)] | None = None
     general: bool = False
     judge: JudgeSpec | None = None  # an LLM judge of the answers (posteval.judges)
+    # kind: code (the HumanEval/MBPP row shape): the row field holding the test code (a string, or a
+    # list of assert lines), the one naming the function that HumanEval's check(candidate) gets, what the
+    # program is (the prompt and the model's completion, or the completion alone), and how many samples.
+    tests: str = "test"
+    entry_point: str = "entry_point"
+    program: Literal["prompt+completion", "completion"] = "prompt+completion"
+    sampling: Sampling | None = None
+    sandbox: SandboxOptions = Field(default_factory=SandboxOptions)
     metrics: Annotated[list[str | dict[str, dict[str, Any] | None]], Field(min_length=1)]
 
     @field_validator("prompt")
@@ -123,8 +154,12 @@ class DatasetSpec(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> DatasetSpec:
-        if self.kind == "generate" and self.prompt is None:
+        if self.kind in ("generate", "code") and self.prompt is None:
             raise ValueError("a generated dataset needs a 'prompt' template such as 'Q: {question}\\nA:'")
+        if self.kind != "code" and self.sampling is not None:
+            raise ValueError("'sampling' (n samples per problem) applies to kind: code datasets")
+        if self.kind == "code" and self.scoring != "generate":
+            raise ValueError("a code dataset is scored by running its programs; 'scoring' does not apply")
         if self.kind == "perplexity" and self.scoring != "generate":
             raise ValueError("a perplexity dataset is scored on its text; 'scoring' does not apply")
         if self.scoring == "loglikelihood" and not self.labels and not self.choices:
@@ -178,11 +213,16 @@ class DatasetSpec(_Strict):
             if not metric.info.is_report
         }
 
+    def samples(self) -> int:
+        """Generations per example: ``sampling.n``, or one greedy one."""
+        return self.sampling.n if self.sampling is not None else 1
+
     def prompt_fields(self) -> list[str]:
         """Fields every row must have for this dataset (a perplexity prompt templates the scored text)."""
         fields = template_fields(self.prompt) if self.prompt else [self.text]
         rubric = self.judge.rubric if self.judge is not None else None
-        for extra in (self.reference, self.key, self.choices, rubric.reference if rubric else None):
+        tests = self.tests if self.kind == "code" else None
+        for extra in (self.reference, self.key, self.choices, rubric.reference if rubric else None, tests):
             if extra and extra not in fields:
                 fields.append(extra)
         return fields

@@ -10,6 +10,7 @@ from typing import Any
 from posteval.hashing import sha256_json
 from posteval.inputs.checkpoint import CheckpointInfo
 from posteval.inputs.suite import DatasetSpec, LoadedSuite, Suite
+from posteval.pipeline.code import sampling_settings
 from posteval.pipeline.datasets import DatasetRef
 from posteval.runners import tokenization_policy
 from posteval.runners.chat import prompting
@@ -45,6 +46,13 @@ def output_settings(suite: Suite, spec: DatasetSpec, checkpoint: CheckpointInfo)
         settings["prompting"] = prompts
     if spec.kind == "perplexity":
         settings |= {"text": spec.text, "stride": spec.stride}
+    elif spec.kind == "code":
+        settings |= {
+            "max_new_tokens": suite.generation.max_new_tokens,
+            "stop": suite.generation.stop,
+            "program": spec.program,
+            **sampling_settings(spec),
+        }
     elif spec.scoring == "loglikelihood":
         settings |= {"prompt": spec.prompt, "labels": spec.labels, "delimiter": spec.target_delimiter}
     else:
@@ -75,7 +83,8 @@ def run_settings(checkpoint: CheckpointInfo, suite: Suite, datasets: Sequence[Da
         per_dataset[spec.name] = {
             "output": settings,
             "config_hash": sha256_json(settings),
-            "scoring": {"reference": spec.reference, "labels": spec.labels},
+            "scoring": {"reference": spec.reference, "labels": spec.labels}
+            | ({"tests": spec.tests, "sandbox": spec.sandbox.model_dump()} if spec.kind == "code" else {}),
         }
     return {
         "datasets": per_dataset,

@@ -17,6 +17,7 @@ from posteval.errors import InputError
 from posteval.inputs.checkpoint import CheckpointInfo
 from posteval.inputs.data import LoadedDataset
 from posteval.inputs.suite import Suite
+from posteval.pipeline.code import generation_options, sample_keys
 from posteval.pipeline.datasets import DatasetRef, load
 from posteval.pipeline.identity import config_hash
 from posteval.pipeline.shards import shard_range
@@ -104,6 +105,28 @@ def _choice_rows(runner: Runner, suite: Suite, loaded: LoadedDataset, todo: list
             yield rows
 
 
+def _sampled_rows(
+    runner: Runner, suite: Suite, loaded: LoadedDataset, todo: list[int]
+) -> Iterator[list[Row]]:
+    """kind: code: each sample index in turn over the examples still missing it, stored as ``key#s``."""
+    prompts = loaded.prompts()
+    wanted = sample_keys(loaded.keys, loaded.spec.samples())
+    by_sample: dict[int, list[int]] = {}
+    for position in todo:  # positions in ``wanted``: example position * n + sample index
+        example, sample = divmod(position, loaded.spec.samples())
+        by_sample.setdefault(sample, []).append(example)
+    for sample, examples in sorted(by_sample.items()):
+        options = generation_options(suite, loaded.spec, sample)
+        batches = runner.generate(
+            [prompts[i] for i in examples], options, batch_size=suite.generation.batch_size
+        )
+        for indices, outputs in batches:
+            yield [
+                (wanted[examples[i] * loaded.spec.samples() + sample], out, {"sample": sample})
+                for i, out in zip(indices, outputs, strict=True)
+            ]
+
+
 def _perplexity_rows(
     runner: Runner, suite: Suite, loaded: LoadedDataset, todo: list[int]
 ) -> Iterator[list[Row]]:
@@ -144,15 +167,21 @@ def run_model(
 
     with timing.phase("database reads"):
         done = retry_transient(stored_keys, f"reading stored outputs of {spec.name}")
-    positions = range(len(loaded.keys)) if shard is None else shard_range(len(loaded.keys), *shard)
-    todo = [i for i in positions if loaded.keys[i] not in done]
+    # A code dataset stores n outputs per example (key#0 .. key#n-1); shards split the examples.
+    wanted = sample_keys(loaded.keys, spec.samples()) if spec.kind == "code" else loaded.keys
+    per = len(wanted) // len(loaded.keys)
+    examples = range(len(loaded.keys)) if shard is None else shard_range(len(loaded.keys), *shard)
+    positions = [i * per + s for i in examples for s in range(per)]
+    todo = [i for i in positions if wanted[i] not in done]
     if not todo:
         log.info("dataset %s: all %d outputs cached", spec.name, len(positions))
         return []
     with timing.phase("model load"):  # once per checkpoint and process (get_runner keeps it)
         runner = get_runner(checkpoint, settings.device, settings.dtype, suite.bos)
     warnings_before = len(runner.warnings)
-    if spec.kind == "perplexity":
+    if spec.kind == "code":
+        produce, verb = _sampled_rows, "generating programs"
+    elif spec.kind == "perplexity":
         produce, verb = _perplexity_rows, "scoring text"
     elif spec.scoring == "loglikelihood":
         produce, verb = _choice_rows, "scoring choices"

@@ -76,7 +76,9 @@ def _persist_once(
                 forgetting.reason,
                 {"changes": forgetting.as_dict()["changes"]},
             )
-        repo.mark_succeeded(session, run_id, warnings)
+        # Scoring adds its own warnings (a sandbox without network isolation here, say).
+        scored = [w for outcome in outcomes for w in outcome.warnings]
+        repo.mark_succeeded(session, run_id, list(dict.fromkeys([*warnings, *scored])))
 
 
 def fail(run_id: str, error: str, *, database_url: str | None = None, claim_id: str | None = None) -> bool:

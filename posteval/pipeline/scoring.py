@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from posteval import timing
 from posteval.db import repo
@@ -14,11 +15,13 @@ from posteval.db.engine import session_scope
 from posteval.db.retry import retry_transient
 from posteval.errors import InputError, RunnerError
 from posteval.evaluators import EvalInputs
+from posteval.hashing import sha256_json
 from posteval.inputs.checkpoint import CheckpointInfo
 from posteval.inputs.suite import HEALTH_DATASETS, Suite
 from posteval.inputs.suite_schema import PAIRWISE_METRICS
 from posteval.judging.forgetting import ForgettingReport, assess_forgetting
 from posteval.judging.health import HealthReport, assess_log, assess_measured, combine, read_loss_history
+from posteval.pipeline.code import execute, sample_keys
 from posteval.pipeline.datasets import DatasetRef, load
 from posteval.pipeline.identity import config_hash
 from posteval.pipeline.judged import judge_dataset
@@ -61,10 +64,16 @@ def score(
             return repo.cached_outputs(session, checkpoint.fingerprint, dataset.fingerprint, chash)
 
     stored = retry_transient(read, f"reading the outputs of {spec.name}")
-    missing = [key for key in loaded.keys if key not in stored]
+    is_code = spec.kind == "code"
+    wanted = sample_keys(loaded.keys, spec.samples()) if is_code else loaded.keys
+    missing = [key for key in wanted if key not in stored]
     if missing:
         raise RunnerError(f"dataset {spec.name!r}: {len(missing)} outputs missing (e.g. {missing[:3]})")
-    rows = [stored[key] for key in loaded.keys]
+    executions: list[list[dict[str, Any]]] | None = None
+    warnings: list[str] = []
+    if is_code:  # every sample runs in the sandbox; the first sample stands for the example's output
+        executions, warnings = execute(loaded, {key: stored[key].output or "" for key in wanted})
+    rows = [stored[f"{key}#0" if is_code else key] for key in loaded.keys]
     extras = [row.extra for row in rows]
     scored_text = spec.kind == "perplexity"
     choice = spec.scoring == "loglikelihood"
@@ -86,6 +95,7 @@ def score(
         token_counts=[int(e["n_tokens"]) for e in extras] if scored_text else None,
         byte_counts=[int(e["n_bytes"]) for e in extras] if scored_text else None,
         choices=choice_lists,
+        executions=executions,
         choice_logprobs=None
         if choice_lists is None
         else [[float(e["logprobs"][c]) for c in cs] for e, cs in zip(extras, choice_lists, strict=True)],
@@ -100,6 +110,8 @@ def score(
         f"|checkpoint:{checkpoint.fingerprint[:16]}|dataset:{dataset.fingerprint[:16]}|config:{chash[:16]}"
         f"|{tokens}"
     )
+    if is_code:
+        provenance += f"|sandbox:{spec.sandbox.backend}|limits:{sha256_json(spec.sandbox.model_dump())[:16]}"
     results, details = [], []
     for metric in spec.bound_metrics():
         if metric.info.name in PAIRWISE_METRICS and "pairwise" not in (judgments or {}):
@@ -110,7 +122,9 @@ def score(
             details.append(RunDetailResult(result.name, result.n, signature, result.details))
         else:
             results.append(dataclasses.replace(result, signature=signature))
-    return DatasetOutcome(dataset=dataset, keys=loaded.keys, results=results, details=details)
+    return DatasetOutcome(
+        dataset=dataset, keys=loaded.keys, results=results, warnings=warnings, details=details
+    )
 
 
 @timing.timed("training health")

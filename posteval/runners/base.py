@@ -88,10 +88,20 @@ def policy_signature(described: dict[str, object]) -> str:
 
 @dataclass(frozen=True)
 class GenerationOptions:
-    """Greedy decoding options; the batch size never changes an output."""
+    """Decoding options: greedy (temperature 0; the batch size never changes an output), or sampling with
+    ``temperature`` and ``top_p``, seeded with ``seed`` at every batch (a sampled output depends on the
+    seed and the batch it was drawn in; posteval stores it once and never draws it again)."""
 
     max_new_tokens: int
     stop: tuple[str, ...] = ()
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0
+
+    @property
+    def sampled(self) -> bool:
+        """Whether this samples rather than decodes greedily."""
+        return self.temperature > 0
 
 
 @dataclass(frozen=True)

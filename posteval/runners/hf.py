@@ -193,7 +193,7 @@ class HFRunner:
     def generate(
         self, prompts: Sequence[str], options: GenerationOptions, *, batch_size: BatchSize = "auto"
     ) -> Iterator[Batch[str]]:
-        """Greedy continuations of ``prompts``, yielded per batch, stop sequences removed."""
+        """Continuations of ``prompts`` (greedy, or sampled as ``options`` say), per batch, stops removed."""
         max_prompt = max(1, self.max_length - options.max_new_tokens)
         encoded = [self._with_prefix(prompt, max_prompt) for prompt in prompts]
         truncated = sum(cut for _, cut in encoded)
@@ -224,10 +224,14 @@ class HFRunner:
         encoded = self.tokenizer.pad({"input_ids": encoded_prompts}, padding=True, return_tensors="pt").to(
             self.device
         )
+        decoding: dict[str, Any] = {"do_sample": False}
+        if options.sampled:
+            decoding = {"do_sample": True, "temperature": options.temperature, "top_p": options.top_p}
+            torch.manual_seed(options.seed)
         generated = self.model.generate(
             **encoded,
+            **decoding,
             max_new_tokens=options.max_new_tokens,
-            do_sample=False,
             num_beams=1,
             use_cache=True,
             stop_strings=list(options.stop) or None,

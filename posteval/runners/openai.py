@@ -137,8 +137,11 @@ class OpenAIRunner:
     def generate(
         self, prompts: Sequence[str], options: GenerationOptions, *, batch_size: BatchSize = "auto"
     ) -> Iterator[Batch[str]]:
-        """Greedy (temperature 0) continuations; the stop sequences go to the server and are cut here too."""
+        """Greedy (temperature 0) or sampled continuations (temperature, top_p and seed go to the server);
+        the stop sequences go to the server and are cut here too."""
         payload: dict[str, Any] = {"max_tokens": options.max_new_tokens, "temperature": 0}
+        if options.sampled:
+            payload |= {"temperature": options.temperature, "top_p": options.top_p, "seed": options.seed}
         if options.stop:
             payload["stop"] = list(options.stop)
         for indices in _chunks(len(prompts), _batch_size(batch_size)):

@@ -1,7 +1,8 @@
 """`posteval report RUN`: one self-contained HTML page per run, safe to mail or attach to a ticket.
 
 Sections: the run, metrics with CIs, training health with the loss curve, the comparison with the
-baseline, confusion matrices, the worst examples and the examples flipped against the baseline. Every
+baseline, confusion matrices, the worst examples, code datasets' failing samples with the failing test's
+output (report_code), and the examples flipped against the baseline. Every
 value from the database or the data is HTML-escaped; the plot is an inline PNG, and the page's
 Content-Security-Policy forbids scripts and every request, so nothing in it runs or loads. Which model
 outputs and references are shown is explained in :mod:`posteval.views.report_data`.
@@ -20,6 +21,7 @@ from posteval.judging.baseline import baseline_for
 from posteval.judging.compare import Comparison, compare_runs
 from posteval.numbers import ci, num
 from posteval.views.plots import loss_curve_png
+from posteval.views.report_code import code_outcomes
 from posteval.views.report_data import Examples, ReportRun, load_run
 from posteval.views.report_html import (
     Html,
@@ -235,6 +237,7 @@ def render_report(run_id: str, *, database_url: str | None = None) -> str:
         ("reports", "Reports", _reports(run)),
         ("judge", "Judge verdicts", judge_section(run)),
         ("worst", "Worst examples", _worst(run)),
+        *([("code", "Code execution", code)] if (code := code_outcomes(run)) is not None else []),
         ("flips", "Flipped examples", _flips(run, comparison)),
     ]
     s = run.summary

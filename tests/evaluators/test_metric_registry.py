@@ -12,7 +12,7 @@ from posteval.evaluators import EvalInputs, get_metric, known_metrics, resolve_m
 BUILTIN = {
     "accuracy", "precision", "recall", "f1", "per_class", "confusion_matrix", "classification_report",
     "bleu", "chrf", "rouge1", "rouge2", "rougeL", "rougeLsum", "exact_match",
-    "json_valid", "json_schema", "json_field_accuracy", "regex_match",
+    "json_valid", "json_schema", "json_field_accuracy", "regex_match", "pass_at_k", "pass_rate",
 }  # fmt: skip
 
 
@@ -130,6 +130,15 @@ def test_computed_result_carries_the_bound_name() -> None:
 
 _LABELLED = EvalInputs(["yes", "no", "maybe?"], ["yes", "yes", "no"], ["yes", "no"], n_bootstrap=50)
 _TEXT = EvalInputs(["a cat sat", '{"a": 1}', ""], ["the cat sat", '{"a": 2}', "x"], n_bootstrap=50)
+_CODE = EvalInputs(
+    ["", "", ""],
+    executions=[
+        [{"status": "passed"}],
+        [{"status": "failed", "error": "AssertionError"}],
+        [{"status": "timeout"}],
+    ],
+    n_bootstrap=50,
+)
 SAMPLE_INPUTS = {
     **{name: _LABELLED for name in ("accuracy", "precision", "recall", "f1", "invalid_rate")},
     **{name: _TEXT for name in ("bleu", "chrf", "rouge1", "rouge2", "rougeL", "rougeLsum", "exact_match")},
@@ -139,6 +148,7 @@ SAMPLE_INPUTS = {
     ),
     "json_schema": _TEXT,
     "regex_match": _TEXT,
+    **{name: _CODE for name in ("pass_at_k", "pass_rate")},
 }
 SAMPLE_OPTIONS = {"json_schema": {"schema": {"type": "object"}}, "regex_match": {"pattern": "a.*"}}
 REPORTS = ("confusion_matrix", "per_class", "classification_report")
