@@ -24,6 +24,7 @@ TABLES = {
     "health_reports",
     "baselines",
     "run_details",
+    "human_labels",
 }
 
 

@@ -12,6 +12,7 @@ import typer
 from posteval.cli import history
 from posteval.cli.automation import serve, trigger
 from posteval.cli.evaluate import demo, evaluate, run_evaluation
+from posteval.cli.human import human_app
 from posteval.views.render import print_run
 
 __all__ = ["app", "main", "print_run", "run_evaluation"]
@@ -42,6 +43,7 @@ db_app.command("upgrade")(history.db_upgrade)
 app.command()(demo)
 app.command()(trigger)
 app.command()(serve)
+app.add_typer(human_app, name="human")
 
 
 def main() -> None:  # pragma: no cover - console entry point alias

@@ -21,6 +21,7 @@ from posteval.db.models import (
     EvalRun,
     ExampleScore,
     ExampleStats,
+    HumanLabel,
     Metric,
     Prediction,
     Suite,
@@ -197,3 +198,26 @@ def checkpoint_id_at(session: Session, path: str) -> int | None:
     return session.scalars(
         select(Checkpoint.id).where(Checkpoint.path == path).order_by(Checkpoint.id.desc())
     ).first()
+
+
+def human_labels(
+    session: Session, run_id: str, *, kind: str, dataset: str | None = None
+) -> list[tuple[str, str, str, str, float, str | None]]:
+    """The run's human labels of ``kind`` ("score" or "pair"), optionally of one dataset:
+    (dataset, example key, rater, criterion, value, base run id)."""
+    query = (
+        select(
+            Dataset.name,
+            HumanLabel.example_key,
+            HumanLabel.rater,
+            HumanLabel.criterion,
+            HumanLabel.value,
+            HumanLabel.base_run_id,
+        )
+        .join(Dataset, HumanLabel.dataset_id == Dataset.id)
+        .where(HumanLabel.run_id == run_id, HumanLabel.kind == kind)
+        .order_by(HumanLabel.id)
+    )
+    if dataset is not None:
+        query = query.where(Dataset.name == dataset)
+    return [(d, k, r, c, v, b) for d, k, r, c, v, b in session.execute(query).all()]
