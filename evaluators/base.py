@@ -44,6 +44,8 @@ class EvalInputs:
     # (``references`` then hold the correct choice's text).
     choices: Sequence[Sequence[str]] | None = None
     choice_logprobs: Sequence[Sequence[float]] | None = None
+    # LLM-judge verdicts (posteval.judges.engine): per-example records under "pointwise" and "pairwise".
+    judgments: Mapping[str, Sequence[Mapping[str, Any]]] | None = None
     seed: int = 0
     n_bootstrap: int = 1000
 
@@ -69,6 +71,8 @@ class MetricInfo:
     # A report (confusion matrix, per-class table): stored as the run's details, never compared or gated.
     is_report: bool = False
     accepts_choices: bool = False  # works on per-row choices in place of a label set
+    # An LLM-judge metric: needs the dataset's `judge:` section; a task metric, general on `general: true`.
+    needs_judgments: bool = False
 
 
 _REGISTRY: dict[str, MetricInfo] = {}
@@ -127,6 +131,7 @@ def register_metric(
     needs_choices: bool = False,
     accepts_choices: bool = False,
     is_report: bool = False,
+    needs_judgments: bool = False,
     check: OptionsCheck | None = None,
 ) -> Callable[[MetricFn], MetricFn]:
     """Register ``fn`` under ``name``; a second registration of the same name is an error.
@@ -152,6 +157,7 @@ def register_metric(
             needs_choices=needs_choices,
             accepts_choices=accepts_choices,
             is_report=is_report,
+            needs_judgments=needs_judgments,
             options_model=_options_model(name, fn, check),
         )
         return fn

@@ -1,3 +1,3 @@
 """Imports every built-in metric family so that their metrics register."""
 
-from posteval.evaluators import choice, classification, generation, perplexity, structured, text  # noqa: F401
+from posteval.evaluators import choice, classification, generation, judged, perplexity, structured, text  # noqa: F401

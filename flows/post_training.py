@@ -99,14 +99,14 @@ def _evaluate(
     general = [dataset for dataset in datasets if dataset.spec.general]
     work = [(ckpt, dataset) for dataset in datasets]
     if base is not None:  # cached by the base's fingerprint: evaluated once for all its fine-tunes
-        work += [(base, dataset) for dataset in general]
+        work += [(base, dataset) for dataset in datasets if dataset.spec.general or pipeline.paired(dataset)]
     warnings = run_models(work, spec, database_url, task_runner, dask_address)
-    outcomes = [score_task(ckpt, spec, dataset, database_url) for dataset in datasets]
+    outcomes = [score_task(ckpt, spec, dataset, database_url, base) for dataset in datasets]
     # quote(): per-example scores are large; Prefect need not walk them looking for futures.
     health = overfitting_task(ckpt, spec, quote(outcomes))
     forgetting = None
     if base is not None:
-        base_outcomes = [score_task(base, spec, dataset, database_url) for dataset in general]
+        base_outcomes = [score_task(base, spec, dataset, database_url, base) for dataset in general]
         forgetting = forgetting_task(spec, quote(base_outcomes), quote(outcomes))
     if health is not None and health.verdict == "unknown":
         warnings.append(f"overfitting verdict unknown: {health.reason}")

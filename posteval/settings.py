@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     openai_timeout_s: float = 60.0
     openai_max_retries: int = 3
     openai_bos_text: str | None = None
+    # LLM judges: the *name* of the variable holding their API key, unless a suite's judge names one.
+    judge_api_key_env: str | None = None
 
     @field_validator("device")
     @classmethod

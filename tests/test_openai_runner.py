@@ -45,7 +45,7 @@ def direct(base_checkpoint: Path) -> tuple[Any, Any]:
 
 
 def _runner(url: str, **options: Any) -> OpenAIRunner:
-    return OpenAIRunner(url, "toy", retry_delay=0.001, **options)
+    return OpenAIRunner(url, "toy", **options)
 
 
 def _collect(batches: Iterator[tuple[list[int], list[Any]]], n: int) -> list[Any]:
@@ -174,7 +174,7 @@ def test_a_text_longer_than_the_servers_context_raises_the_servers_error_at_once
 
 
 def test_an_unknown_model_raises_the_servers_404_at_once(server: OpenAIServer) -> None:
-    runner = OpenAIRunner(server.base_url, "nope", retry_delay=0.001)
+    runner = OpenAIRunner(server.base_url, "nope")
     with pytest.raises(RunnerError, match=r"HTTP 404: The model `nope` does not exist") as caught:
         list(runner.generate(["Hi"], GenerationOptions(2)))
     assert runner.url in str(caught.value)

@@ -302,7 +302,7 @@ def test_a_choice_straddled_by_a_served_token_is_an_error_not_a_free_win(
     (tmp_path / "suite.yaml").write_text(suite_text)
     write_jsonl(tmp_path / "per_row.jsonl", _per_row(_rows()))
     suite = load_suite(tmp_path / "suite.yaml").suite
-    runner = OpenAIRunner(served.base_url, "policy-toy", retry_delay=0.001)
+    runner = OpenAIRunner(served.base_url, "policy-toy")
     # "Type: lease" is tokenized "Type", ":", " lease": the choice's only token starts inside the context.
     with pytest.raises(InputError, match=r"example '0': choice 'lease' was scored over zero tokens"):
         list(_choice_rows(runner, suite, load(suite.datasets[0]), [0, 1]))

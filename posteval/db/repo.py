@@ -182,7 +182,11 @@ def save_results(
         if result.per_example is not None and len(result.per_example) == len(keys):
             session.add_all(
                 ExampleScore(
-                    run_id=run_id, dataset_id=dataset_id, metric=result.name, example_key=key, value=v
+                    run_id=run_id,
+                    dataset_id=dataset_id,
+                    metric=result.name,
+                    example_key=key,
+                    value=None if math.isnan(v) else v,  # unjudged (an unparsed judge answer): no score
                 )
                 for key, v in zip(keys, result.per_example, strict=True)
             )

@@ -10,7 +10,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from posteval.errors import MetricError
 from posteval.evaluators import BoundMetric, resolve_metric
+from posteval.judges.spec import JudgeSpec
 from posteval.judging.forgetting import ForgettingOptions
 from posteval.judging.health import HealthOptions
 
@@ -55,6 +57,7 @@ def template_fields(template: str) -> list[str]:
     return names
 
 
+PAIRWISE_METRICS = {"win_rate", "tie_rate", "loss_rate", "judge_position_inconsistency"}
 HUB_PREFIX = "hf://"
 ChatSetting = bool | Literal["auto"]
 
@@ -108,6 +111,7 @@ class DatasetSpec(_Strict):
     split: str | None = None
     limit: Annotated[int, Field(gt=0)] | None = None
     general: bool = False
+    judge: JudgeSpec | None = None  # an LLM judge of the answers (posteval.judges)
     metrics: Annotated[list[str | dict[str, dict[str, Any] | None]], Field(min_length=1)]
 
     @field_validator("prompt")
@@ -141,20 +145,44 @@ class DatasetSpec(_Strict):
         if self.labels and len(set(self.labels)) != len(self.labels):
             repeated = sorted({label for label in self.labels if self.labels.count(label) > 1})
             raise ValueError(f"'labels' repeats {repeated}; each label once")
+        self._judge_consistent()
         return self
+
+    def _judge_consistent(self) -> None:
+        try:
+            judged = [metric.info.name for metric in self.bound_metrics() if metric.info.needs_judgments]
+        except MetricError:  # an unknown metric or option: the suite's metric check says which, with where
+            judged = []
+        if self.judge is None:
+            if judged:
+                raise ValueError(f"metrics {judged} need a 'judge' section (model, rubric and/or pairwise)")
+            return
+        if self.kind != "generate" or self.scoring != "generate":
+            raise ValueError("a 'judge' judges generated answers: kind: generate, scoring: generate")
+        if self.judge.rubric is None and "judge_score" in judged:
+            raise ValueError("metric 'judge_score' needs the judge's 'rubric'")
+        pairwise = sorted(set(judged) & PAIRWISE_METRICS)
+        if self.judge.pairwise is None and pairwise:
+            raise ValueError(f"metrics {pairwise} need the judge's 'pairwise' section")
 
     def bound_metrics(self) -> list[BoundMetric]:
         """The dataset's metrics with validated options."""
         return [resolve_metric(spec) for spec in self.metrics]
 
     def categories(self) -> set[str]:
-        """The rule-of-three categories this dataset's metrics cover (reports are not metrics)."""
-        return {metric.info.category for metric in self.bound_metrics() if not metric.info.is_report}
+        """The rule-of-three categories this dataset's metrics cover (reports are not metrics); a judge
+        metric is a task metric, and a general-quality one on a ``general: true`` dataset."""
+        return {
+            "general" if metric.info.needs_judgments and self.general else metric.info.category
+            for metric in self.bound_metrics()
+            if not metric.info.is_report
+        }
 
     def prompt_fields(self) -> list[str]:
         """Fields every row must have for this dataset (a perplexity prompt templates the scored text)."""
         fields = template_fields(self.prompt) if self.prompt else [self.text]
-        for extra in (self.reference, self.key, self.choices):
+        rubric = self.judge.rubric if self.judge is not None else None
+        for extra in (self.reference, self.key, self.choices, rubric.reference if rubric else None):
             if extra and extra not in fields:
                 fields.append(extra)
         return fields

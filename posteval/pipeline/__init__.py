@@ -4,13 +4,15 @@ Between stages only small, serialisable values travel (checkpoint info, suite, d
 run ids, metric results); model outputs go through the database, which is the cache and the resume point.
 One module per seam: datasets (the dataset cache), identity (config hash, idempotency key), registration
 (claiming a run, its heartbeat), outputs (per-mode model outputs), shards (task runners, Dask shards),
-scoring (metrics, health, forgetting), persistence (one transaction; fail) and gating (the gate).
+judged (LLM-judge verdicts), scoring (metrics, health, forgetting), persistence (one transaction; fail)
+and gating (the gate).
 The pipeline may import every core layer below the face; never posteval.flows, posteval.tasks or Prefect.
 """
 
 from posteval.pipeline.datasets import DatasetRef, load, prepare_dataset
 from posteval.pipeline.gating import gate
 from posteval.pipeline.identity import config_hash, idempotency_key, output_settings, run_settings
+from posteval.pipeline.judged import paired
 from posteval.pipeline.outputs import run_model
 from posteval.pipeline.persistence import fail, persist
 from posteval.pipeline.registration import RunRef, heartbeat, register_run
@@ -32,6 +34,7 @@ __all__ = [
     "idempotency_key",
     "load",
     "output_settings",
+    "paired",
     "persist",
     "prepare_dataset",
     "register_run",

@@ -11,14 +11,16 @@ from dataclasses import dataclass, field
 from posteval.db import repo
 from posteval.db.engine import session_scope
 from posteval.db.retry import retry_transient
-from posteval.errors import RunnerError
+from posteval.errors import InputError, RunnerError
 from posteval.evaluators import EvalInputs
 from posteval.inputs.checkpoint import CheckpointInfo
 from posteval.inputs.suite import HEALTH_DATASETS, Suite
+from posteval.inputs.suite_schema import PAIRWISE_METRICS
 from posteval.judging.forgetting import ForgettingReport, assess_forgetting
 from posteval.judging.health import HealthReport, assess_log, assess_measured, combine, read_loss_history
 from posteval.pipeline.datasets import DatasetRef, load
 from posteval.pipeline.identity import config_hash
+from posteval.pipeline.judged import judge_dataset
 from posteval.results import MetricResult, RunDetailResult
 from posteval.runners import tokenization_policy
 from posteval.runners.base import policy_signature
@@ -36,9 +38,18 @@ class DatasetOutcome:
 
 
 def score(
-    checkpoint: CheckpointInfo, suite: Suite, dataset: DatasetRef, *, database_url: str | None = None
+    checkpoint: CheckpointInfo,
+    suite: Suite,
+    dataset: DatasetRef,
+    *,
+    database_url: str | None = None,
+    base: CheckpointInfo | None = None,
 ) -> DatasetOutcome:
-    """Every metric of the dataset, from the stored outputs."""
+    """Every metric of the dataset, from the stored outputs (and its judge's verdicts on them).
+
+    ``base`` is the model a pairwise judge compares the answers with; without it (the base scored
+    itself) the pairwise metrics are left out.
+    """
     spec = dataset.spec
     loaded = load(spec)
     chash = config_hash(suite, spec, checkpoint)
@@ -56,8 +67,16 @@ def score(
     scored_text = spec.kind == "perplexity"
     choice = spec.scoring == "loglikelihood"
     choice_lists = loaded.choice_lists() if choice else None
+    predictions = [row.output or "" for row in rows]
+    if spec.judge is not None and spec.judge.pairwise is not None and base is None:
+        raise InputError(
+            f"dataset {spec.name!r}: pairwise judging against the base model needs one (the suite's "
+            "base_model, or an adapter's base)"
+        )
+    compared = base if base is not None and base.fingerprint != checkpoint.fingerprint else None
+    judgments = judge_dataset(suite, dataset, loaded, predictions, base=compared, database_url=database_url)
     inputs = EvalInputs(
-        predictions=[row.output or "" for row in rows],
+        predictions=predictions,
         references=loaded.gold_choices() if choice else loaded.references,
         labels=spec.labels,
         rows=loaded.rows,
@@ -68,6 +87,7 @@ def score(
         choice_logprobs=None
         if choice_lists is None
         else [[float(e["logprobs"][c]) for c in cs] for e, cs in zip(extras, choice_lists, strict=True)],
+        judgments=judgments,
         seed=suite.seed,
         n_bootstrap=suite.bootstrap_resamples,
     )
@@ -80,6 +100,8 @@ def score(
     )
     results, details = [], []
     for metric in spec.bound_metrics():
+        if metric.info.name in PAIRWISE_METRICS and "pairwise" not in (judgments or {}):
+            continue  # nothing to compare with: the base model scoring itself
         result = metric.compute(inputs)
         signature = result.signature + provenance
         if metric.info.is_report:

@@ -1,5 +1,6 @@
 """The OpenAI-compatible backend: a model served behind the legacy completions endpoint (vLLM, TGI,
-llama.cpp), spoken to over HTTP with retries.
+llama.cpp), spoken to through the official openai SDK (an optional extra), whose timeouts and retries
+with backoff and Retry-After handling are used as they are.
 
 Scoring uses the trick lm-evaluation-harness uses for such servers: send context + continuation with
 ``echo=true`` and ``logprobs=1``, then read the prompt tokens' log-probabilities back and keep those of
@@ -10,12 +11,9 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
-
-import httpx
 
 from posteval.errors import InputError, RunnerError
 from posteval.runners.base import (
@@ -27,11 +25,12 @@ from posteval.runners.base import (
     PrefixPolicy,
     truncate_at_stop,
 )
+from posteval.sdks import sdk
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZE = 16
-RETRY_STATUSES = frozenset({408, 429})  # and every 5xx
+RETRY_STATUSES = frozenset({408, 409, 429})  # and every 5xx: what the openai SDK retries
 # Scoring asks for one generated token, as lm-evaluation-harness does: several servers (vLLM among them)
 # refuse max_tokens=0. The generated token lies after the prompt and is dropped by its text offset.
 SCORE_MAX_TOKENS = 1
@@ -55,9 +54,9 @@ class OpenAIRunner:
         model: the served model's name, sent as ``model``.
         api_key_env: the environment variable holding the API key, sent as a Bearer token; the key never
             appears in a log, an error, a warning or the repr.
-        timeout: seconds per request (connect, read and write each).
-        max_retries: retries after the first attempt on refused connections, timeouts, 408, 429 and 5xx.
-        retry_delay: seconds before the first retry, doubled before each next one.
+        timeout: seconds per request (the openai SDK's timeout).
+        max_retries: the openai SDK's retries after the first attempt (refused connections, timeouts,
+            408, 409, 429 and 5xx), with its exponential backoff and Retry-After handling.
         bos_text: text the server tokenizes to the model's beginning-of-text token (``<|endoftext|>`` for
             GPT-2): the prefix of the tokenization policy, as there is no client-side tokenizer. With it,
             empty contexts and the first token of a rolling text are scored as the Runner protocol says;
@@ -83,29 +82,25 @@ class OpenAIRunner:
         api_key_env: str | None = None,
         timeout: float = 60.0,
         max_retries: int = 3,
-        retry_delay: float = 0.5,
         bos_text: str | None = None,
         bos: BosMode = "auto",
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise InputError(f"openai runner base_url must start with http:// or https://, got {base_url!r}")
-        if max_retries < 0 or retry_delay < 0 or timeout <= 0:
+        if max_retries < 0 or timeout <= 0:
             raise InputError(
-                f"openai runner needs max_retries >= 0, retry_delay >= 0 and timeout > 0, got "
-                f"{max_retries}, {retry_delay} and {timeout}"
+                f"openai runner needs max_retries >= 0 and timeout > 0, got {max_retries} and {timeout}"
             )
         self.url = base_url.rstrip("/") + "/completions"
         self.chat_url = base_url.rstrip("/") + "/chat/completions"
         self.model = model
         self.api_key_env = api_key_env
         self.max_retries = max_retries
-        self.retry_delay = retry_delay
         if bos == "always" and not bos_text:
             raise InputError("bos: always needs bos_text (POSTEVAL_OPENAI_BOS_TEXT) for a served model")
         self.bos_text = bos_text
         self.policy = served_policy(bos_text, bos)
         self.warnings: list[str] = []
-        headers: dict[str, str] = {}
         self._secret = ""
         if api_key_env is not None:
             self._secret = os.environ.get(api_key_env, "")
@@ -113,8 +108,18 @@ class OpenAIRunner:
                 raise InputError(
                     f"openai runner: environment variable {api_key_env} (the API key) is not set"
                 )
-            headers["Authorization"] = f"Bearer {self._secret}"
-        self._client = httpx.Client(timeout=timeout, headers=headers)
+        self._sdk = sdk("openai")
+        # A keyless local server still needs a non-empty key for the SDK; without a key variable no
+        # Authorization header is sent at all.
+        self._client = self._sdk.OpenAI(
+            base_url=base_url.rstrip("/"),
+            api_key=self._secret or "unused",
+            timeout=timeout,
+            max_retries=max_retries,
+        )
+        self._options: dict[str, Any] = (
+            {} if self._secret else {"headers": {"Authorization": self._sdk.Omit()}}
+        )
 
     def __repr__(self) -> str:
         return f"OpenAIRunner(url={self.url!r}, model={self.model!r}, api_key_env={self.api_key_env!r})"
@@ -276,43 +281,40 @@ class OpenAIRunner:
         return [by_index[i] for i in range(len(prompts))]
 
     def _post(self, payload: dict[str, Any], url: str | None = None) -> Any:
-        """The JSON answer to ``payload``, retrying refused connections, timeouts, 408, 429 and 5xx."""
+        """The JSON answer to ``payload``; the openai SDK retries refused connections, timeouts, 408, 409,
+        429 (honouring Retry-After) and 5xx with exponential backoff, up to ``max_retries`` times."""
         target = url or self.url
-        last = ""
-        for attempt in range(self.max_retries + 1):
-            if attempt:
-                delay = self.retry_delay * 2 ** (attempt - 1)
-                log.warning("%s: %s; retry %d/%d in %.2fs", target, last, attempt, self.max_retries, delay)
-                time.sleep(delay)
-            try:
-                response = self._client.post(target, json=payload)
-            except httpx.TransportError as exc:
-                last = self._scrub(f"{type(exc).__name__}: {exc}")
-                continue
-            if response.status_code in RETRY_STATUSES or response.status_code >= 500:
-                last = f"HTTP {response.status_code}: {self._server_message(response)}"
-                continue
-            if response.status_code >= 400:
-                raise RunnerError(
-                    f"{target} answered HTTP {response.status_code}: {self._server_message(response)}"
-                )
-            try:
-                return response.json()
-            except ValueError as exc:
-                raise RunnerError(f"{target} answered something that is not JSON: {exc}") from None
-        raise RunnerError(f"{target} failed after {self.max_retries + 1} attempts; last error: {last}")
-
-    def _server_message(self, response: httpx.Response) -> str:
-        """The server's error message (OpenAI's ``{"error": {"message": ...}}`` or the body), key removed."""
+        path = "/chat/completions" if target == self.chat_url else "/completions"
+        errors = self._sdk
         try:
-            error = response.json().get("error")
-            message = error.get("message") if isinstance(error, dict) else error
-        except (ValueError, AttributeError):
-            message = None
-        return self._scrub(str(message or response.text[:500] or response.reason_phrase))
+            return self._client.post(path, cast_to=object, body=payload, options=self._options)
+        except errors.APIStatusError as exc:
+            message = self._scrub(_server_message(exc))
+            if exc.status_code in RETRY_STATUSES or exc.status_code >= 500:
+                raise RunnerError(
+                    f"{target} failed after {self.max_retries + 1} attempts; last error: "
+                    f"HTTP {exc.status_code}: {message}"
+                ) from None
+            raise RunnerError(f"{target} answered HTTP {exc.status_code}: {message}") from None
+        except errors.APIConnectionError as exc:  # APITimeoutError included; the cause names the failure
+            cause = exc.__cause__ or exc
+            last = self._scrub(f"{type(cause).__name__}: {cause}")
+            raise RunnerError(
+                f"{target} failed after {self.max_retries + 1} attempts; last error: {last}"
+            ) from None
+        except errors.APIResponseValidationError as exc:
+            raise RunnerError(f"{target} answered something that is not JSON: {exc}") from None
 
     def _scrub(self, text: str) -> str:
         return text.replace(self._secret, "***") if self._secret else text
+
+
+def _server_message(exc: Any) -> str:
+    """The server's error message (OpenAI's ``{"error": {"message": ...}}`` or the body)."""
+    body = exc.body  # the SDK hands over the ``error`` object itself where there is one
+    error = body.get("error", body) if isinstance(body, dict) else body
+    message = error.get("message") if isinstance(error, dict) else error
+    return str(message or exc.response.text[:500] or exc.response.reason_phrase)
 
 
 def served_policy(bos_text: str | None, mode: BosMode) -> PrefixPolicy[str]:
