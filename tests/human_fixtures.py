@@ -50,7 +50,7 @@ def store_run(
         data.write_text(
             "".join(json.dumps({"q": f"question {i}", "a": f"answer {i}"}) + "\n" for i in range(n))
         )
-    suite, fingerprint = parse_suite(SUITE, folder / "suite.yaml")
+    suite, fingerprint = parse_suite(source or SUITE, folder / "suite.yaml")
     loaded = load_dataset(suite.datasets[0])
     token = uuid.uuid4().hex
     outputs = outputs or {key: f"output {token[:6]} {key}" for key in loaded.keys}

@@ -282,3 +282,25 @@ def test_cli_round_trip_and_a_refused_import_in_one_line_with_exit_2(
         assert "qa/human_score = 2.0000" in imported.output and "n=4, 1 rater(s)" in imported.output
     finally:
         get_settings.cache_clear()
+
+
+def test_single_items_carry_a_column_per_criterion_of_the_suites_judge_rubric(
+    db_url: str, tmp_path: Path
+) -> None:
+    source = SUITE.replace("    metrics", RUBRIC + "    metrics")
+    run = store_run(db_url, tmp_path / "data", source=source)
+    written = export(run.id, tmp_path / "out", database_url=db_url)
+    assert list(_csv(written.items_csv)[0]) == ["item", "prompt", "output", "helpful", "correct"]
+    assert json.loads(written.key.read_text())["rubric"] == {
+        "criteria": ["helpful", "correct"],
+        "scale": [1, 2, 3],
+    }
+    rows = _csv(written.items_csv)
+    filled = _fill(tmp_path / "out" / "f.csv", [r | {"helpful": "3", "correct": "1"} for r in rows])
+    result = import_labels(filled, rater="ann", database_url=db_url).metrics["qa"]
+    assert result.value == 2.0 and result.details["criteria"] == ["correct", "helpful"]
+    bad = _fill(tmp_path / "out" / "b.csv", [r | {"helpful": "3", "correct": "4"} for r in rows])
+    with pytest.raises(
+        InputError, match=r"b.csv line 2: field 'correct': '4' is not on the rubric's scale \(1, 2, 3\)"
+    ):
+        import_labels(bad, rater="bob", database_url=db_url)
