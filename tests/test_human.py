@@ -304,3 +304,20 @@ def test_single_items_carry_a_column_per_criterion_of_the_suites_judge_rubric(
         InputError, match=r"b.csv line 2: field 'correct': '4' is not on the rubric's scale \(1, 2, 3\)"
     ):
         import_labels(bad, rater="bob", database_url=db_url)
+
+
+def test_an_import_that_fails_while_storing_leaves_no_label_behind(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import posteval.human.store as store
+
+    run_id, rows = _exported(db_url, tmp_path)
+    path = _fill(tmp_path / "out" / "filled.csv", [r | {"overall": "4"} for r in rows])
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(store, "replace_metric", broken)  # fails after the labels were added
+    with pytest.raises(RuntimeError, match="disk full"):
+        import_labels(path, rater="ann", database_url=db_url)
+    assert _labels(db_url, run_id, "score") == []
