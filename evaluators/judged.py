@@ -40,7 +40,16 @@ def _provenance(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return {
         "judge": first.get("judge"),
         "rubric_hash": first.get("rubric_hash"),
-        "examples": [{"raw": r["raw"], "rationale": r["rationales"], "error": r["error"]} for r in records],
+        "examples": [
+            {
+                "key": r.get("key"),
+                "verdict": r.get("outcome", r.get("scores")),
+                "rationale": r["rationales"],
+                "raw": r["raw"],
+                "error": r["error"],
+            }
+            for r in records
+        ],
     }
 
 

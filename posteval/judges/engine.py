@@ -127,11 +127,12 @@ def judge_pointwise(
     }
     answers = _answers(judge, cache, requests, digest)
     records = []
-    for key in keys:
+    for key, item in zip(keys, items, strict=True):
         answer = answers[key]
         parsed = answer["parsed"]
         records.append(
             {
+                "key": item.key,
                 "judge": answer["judge"],
                 "rubric_hash": digest,
                 "raw": answer["raw"],
@@ -170,7 +171,7 @@ def judge_pairwise(
         pairs.append((first, swapped))
     answers = _answers(judge, cache, requests, digest)
     records = []
-    for first, swapped in pairs:
+    for item, (first, swapped) in zip(items, pairs, strict=True):
         a, b = answers[first], answers[swapped]
         outcome, inconsistent = None, None
         if a["parsed"] is not None and b["parsed"] is not None:
@@ -179,6 +180,7 @@ def judge_pairwise(
             outcome = "tie" if inconsistent else one
         records.append(
             {
+                "key": item.key,
                 "judge": a["judge"],
                 "rubric_hash": digest,
                 "raw": [a["raw"], b["raw"]],

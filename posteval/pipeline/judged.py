@@ -24,9 +24,9 @@ from posteval.pipeline.identity import config_hash
 
 
 @lru_cache(maxsize=4)
-def _judge(spec: JudgeSpec) -> Judge:
+def _judge(spec_json: str) -> Judge:
     """One judge per spec per process (a local judge's model loads once for every dataset)."""
-    return make_judge(spec)
+    return make_judge(JudgeSpec.model_validate_json(spec_json))
 
 
 def paired(dataset: DatasetRef) -> bool:
@@ -68,7 +68,7 @@ def judge_dataset(
     spec = dataset.spec.judge
     if spec is None:
         return None
-    judge = _judge(spec)
+    judge = _judge(spec.model_dump_json())
     cache = DatabaseAnswerCache(database_url)
     field = spec.rubric.reference if spec.rubric is not None else None
     prompts = loaded.prompts()

@@ -1,7 +1,8 @@
 """`posteval report RUN`: one self-contained HTML page per run, safe to mail or attach to a ticket.
 
 Sections: the run, metrics with CIs, training health with the loss curve, the comparison with the
-baseline, confusion matrices, the worst examples, the examples flipped against the baseline, and the
+baseline, confusion matrices, the judge's verdicts, the worst examples, the examples flipped against the
+baseline, and the
 human evaluation (raters, their agreement, and the judge's agreement with them). Every
 value from the database or the data is HTML-escaped; the plot is an inline PNG, and the page's
 Content-Security-Policy forbids scripts and every request, so nothing in it runs or loads. Which model
@@ -36,6 +37,7 @@ from posteval.views.report_html import (
     when,
 )
 from posteval.views.report_human import human_section
+from posteval.views.report_judges import judge_section
 from posteval.views.run_details import comparison_rows, detail_table, forgetting_table
 
 WORST = 10  # worst examples shown per dataset
@@ -234,6 +236,7 @@ def render_report(run_id: str, *, database_url: str | None = None) -> str:
         ("health", "Training health", _health(run)),
         ("comparison", "Comparison with the baseline", _comparison(baseline_id, comparison, refused)),
         ("reports", "Reports", _reports(run)),
+        ("judge", "Judge verdicts", judge_section(run)),
         ("worst", "Worst examples", _worst(run)),
         ("flips", "Flipped examples", _flips(run, comparison)),
         ("human", "Human evaluation", human_section(run)),
