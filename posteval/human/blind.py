@@ -1,10 +1,11 @@
 """`posteval human export`: a run's outputs as blinded, shuffled items for raters, and the key apart.
 
-Single items are scored on the dataset's rubric (the suite's ``judge: {rubric: ...}``, issue 18's schema;
-a dataset without one is scored ``overall`` on 1-5). Pair items show the run's and the base run's outputs
-to the same prompt as ``output_a`` / ``output_b``, sides drawn at random, to prefer ``A``, ``B`` or
-``tie``. Item ids are random tokens; nothing in ``items.csv`` / ``items.jsonl`` names the run, the dataset,
-the example or a side. Which item is which lives only in ``key.json``, which the raters must not see.
+Single items are scored on the dataset's rubric (the suite's ``judge: {rubric: ...}``, read with
+:class:`posteval.judges.spec.Rubric`; a dataset without one is scored ``overall`` on 1-5). Pair items show
+the run's and the base run's outputs to the same prompt as ``output_a`` / ``output_b``, sides drawn at
+random, to prefer ``A``, ``B`` or ``tie``. Item ids are random tokens; nothing in ``items.csv`` /
+``items.jsonl`` names the run, the dataset, the example or a side. Which item is which lives only in
+``key.json``, which the raters must not see.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ import yaml
 from posteval.db import reads
 from posteval.db.engine import session_scope
 from posteval.errors import InputError
+from posteval.judges.spec import Rubric as JudgeRubric
 from posteval.views.report_data import ReportRun, load_run
 
-DEFAULT_CRITERIA = ["overall"]
+DEFAULT_CRITERIA = ["overall"]  # a dataset without a judge rubric: one overall score on 1-5
 DEFAULT_SCALE = [1, 2, 3, 4, 5]
 SINGLE_COLUMNS = ("item", "prompt", "output")
 PAIR_COLUMNS = ("item", "prompt", "output_a", "output_b", "preference")
@@ -50,9 +52,9 @@ def rubric_for(suite_source: str, dataset: str) -> Rubric:
         if isinstance(spec, dict) and spec.get("name") == dataset:
             judge = spec.get("judge")
             rubric = judge.get("rubric") if isinstance(judge, dict) else None
-            if isinstance(rubric, dict) and rubric.get("criteria"):
-                scale = rubric.get("scale") or DEFAULT_SCALE
-                return Rubric([str(c) for c in rubric["criteria"]], [int(p) for p in scale])
+            if isinstance(rubric, dict):  # validated when the run stored it; its defaults are the schema's
+                parsed = JudgeRubric.model_validate(rubric)
+                return Rubric(list(parsed.criteria), list(parsed.scale))
     return Rubric(list(DEFAULT_CRITERIA), list(DEFAULT_SCALE))
 
 

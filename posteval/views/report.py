@@ -2,8 +2,7 @@
 
 Sections: the run, metrics with CIs, training health with the loss curve, the comparison with the
 baseline, confusion matrices, the judge's verdicts, the worst examples, the examples flipped against the
-baseline, and the
-human evaluation (raters, their agreement, and the judge's agreement with them). Every
+baseline, and the human evaluation (raters, their agreement, and the judge's agreement with them). Every
 value from the database or the data is HTML-escaped; the plot is an inline PNG, and the page's
 Content-Security-Policy forbids scripts and every request, so nothing in it runs or loads. Which model
 outputs and references are shown is explained in :mod:`posteval.views.report_data`.
