@@ -106,3 +106,45 @@ def test_the_report_shows_raters_and_judge_human_kappa_with_the_worst_items(
     assert f"on {len(keys)} items" in section
     assert f"<td>{worst}</td>" in section and run.outputs[worst] in section
     assert "raters&#x27; agreement: needs two raters" in section
+
+
+def test_the_report_shows_unweighted_kappa_of_judge_and_human_preferences(
+    db_url: str, tmp_path: Path
+) -> None:
+    import csv
+    import json
+
+    from posteval.human.blind import export
+    from posteval.human.store import import_labels
+    from posteval.views.report import render_report
+    from tests.human_fixtures import store_judge_scores, store_run
+
+    base = store_run(db_url, tmp_path / "data", n=9)
+    run = store_run(db_url, tmp_path / "data", n=9)
+    written = export(run.id, tmp_path / "out", base_run_id=base.id, database_url=db_url)
+    key = json.loads(written.key.read_text())
+    with written.items_csv.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    outcome = {key["items"][r["item"]]["example"]: [1.0, 0.5, 0.0][i % 3] for i, r in enumerate(rows)}
+    choice = {1.0: {"run": "A", "base": "B"}, 0.0: {"run": "B", "base": "A"}}
+    with (tmp_path / "out" / "p.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        for r in rows:
+            entry = key["items"][r["item"]]
+            wanted = outcome[entry["example"]]
+            writer.writerow(r | {"preference": "tie" if wanted == 0.5 else choice[wanted][entry["a"]]})
+    import_labels(tmp_path / "out" / "p.csv", rater="ann", database_url=db_url)
+    keys = sorted(outcome)
+    judge = {
+        k: (1.0 if i < 4 else outcome[k]) for i, k in enumerate(keys)
+    }  # the judge says win on the first 4
+    store_judge_scores(db_url, run.id, "win_rate", judge)
+    expected = cohen_kappa_score(
+        [str(judge[k]) for k in keys], [str(outcome[k]) for k in keys], labels=["0.0", "0.5", "1.0"]
+    )
+    section = render_report(run.id, database_url=db_url).split("Human evaluation</h2>")[1]
+    assert (
+        f"judge (win_rate) against humans (human_win_rate): Cohen&#x27;s kappa (unweighted) {expected:.4f}"
+        in section
+    )

@@ -98,9 +98,12 @@ def cohen_kappa(
 
     if len(judge) != len(human):
         raise ValueError(f"{len(judge)} judge ratings for {len(human)} human ratings")
-    a = np.asarray(nearest_point(judge, scale))
-    b = np.asarray(nearest_point(human, scale))
-    labels = sorted(float(p) for p in scale)
+    points = sorted(float(p) for p in scale)
+    # the scale's points as category indices (a 0.5 is no class to scikit-learn; its weights use the
+    # labels' positions anyway)
+    a = np.asarray([points.index(v) for v in nearest_point(judge, points)])
+    b = np.asarray([points.index(v) for v in nearest_point(human, points)])
+    labels = list(range(len(points)))
     if len(a) == 0:
         return Kappa(float("nan"), None, None, 0, weights)
     with np.errstate(divide="ignore", invalid="ignore"):
