@@ -41,6 +41,9 @@ def test_demo_flags_the_overfit_checkpoint_only(prefect_harness: None, tmp_path:
         for run in (good, overfit)
     }
     assert accuracy[good] > accuracy[overfit]
+    for run in (good, overfit):  # the open-ended answers, judged by the local model against the base's
+        judged = queries.run_metrics(run).query("dataset == 'clause-summary'").set_index("name")["value"]
+        assert 0.0 <= judged["win_rate"] <= 1.0 and judged["judge_parse_failure_rate"] == 0.0
     gates = {run: queries.run_summary(run)["gate_status"] for run in (good, overfit)}
     assert gates == {good: "no_baseline", overfit: "failed"}
     assert len(queries.loss_curve(queries.run_summary(overfit)["checkpoint_id"])) > 20  # type: ignore[arg-type]

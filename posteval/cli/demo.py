@@ -2,8 +2,9 @@
 
 It builds a tiny GPT-2 base model, fine-tunes it twice — sensibly, and far too long on 12 clauses — and
 evaluates both checkpoints through the flow with the bundled suite, the base model included for the
-forgetting check. The second checkpoint comes out flagged as overfitting and as forgetting, and fails the
-regression gate against the first.
+forgetting check and as the local LLM judge of short open-ended answers (a win rate against the base). The
+second checkpoint comes out flagged as overfitting and as forgetting, and fails the regression gate against
+the first.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ def write_demo_suite(base: Path, target: Path) -> Path:
     suite["base_model"] = str(base)
     for dataset in suite["datasets"]:
         dataset["path"] = str(EXAMPLES_DIR / dataset["path"])
+        if "judge" in dataset:  # the tiny base model is the demo's local judge
+            dataset["judge"]["model"] = str(base)
     for sample in ("train_sample", "validation"):
         entry = suite["training_health"][sample]
         entry["path"] = str(EXAMPLES_DIR / entry["path"])

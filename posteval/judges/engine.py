@@ -9,6 +9,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol
 
 from posteval.hashing import sha256_json
@@ -122,8 +123,8 @@ def judge_pointwise(
     """One record per item: per-criterion scores and rationales (None when unparsed) with provenance."""
     digest = rubric.digest()
     keys = [_key(judge, digest, "pointwise", i.prompt, i.answer, i.reference) for i in items]
-    requests = {
-        k: (lambda i=i: _pointwise_answer(judge, rubric, i)) for k, i in zip(keys, items, strict=True)
+    requests: dict[str, Callable[[], dict[str, Any]]] = {
+        k: partial(_pointwise_answer, judge, rubric, i) for k, i in zip(keys, items, strict=True)
     }
     answers = _answers(judge, cache, requests, digest)
     records = []
@@ -164,10 +165,8 @@ def judge_pairwise(
             raise ValueError(f"example {item.key!r} has no answer to compare with")
         first = _key(judge, digest, "pairwise", item.prompt, item.answer, item.other)
         swapped = _key(judge, digest, "pairwise", item.prompt, item.other, item.answer)
-        requests[first] = lambda i=item: _pairwise_answer(judge, pairwise, i.prompt, i.answer, i.other or "")
-        requests[swapped] = lambda i=item: _pairwise_answer(
-            judge, pairwise, i.prompt, i.other or "", i.answer
-        )
+        requests[first] = partial(_pairwise_answer, judge, pairwise, item.prompt, item.answer, item.other)
+        requests[swapped] = partial(_pairwise_answer, judge, pairwise, item.prompt, item.other, item.answer)
         pairs.append((first, swapped))
     answers = _answers(judge, cache, requests, digest)
     records = []
