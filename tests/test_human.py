@@ -321,3 +321,31 @@ def test_an_import_that_fails_while_storing_leaves_no_label_behind(
     with pytest.raises(RuntimeError, match="disk full"):
         import_labels(path, rater="ann", database_url=db_url)
     assert _labels(db_url, run_id, "score") == []
+
+
+def test_datasets_with_different_rubrics_are_exported_one_at_a_time(db_url: str, tmp_path: Path) -> None:
+    from posteval.db.models import Dataset, Metric
+
+    source = SUITE.replace("    metrics", RUBRIC + "    metrics")
+    run = store_run(db_url, tmp_path / "data", source=source)
+    # a second dataset in the run with the default rubric: the stored suite does not name it
+    with session_scope(db_url) as session:
+        qa = session.query(Metric).filter_by(run_id=run.id).one()
+        other = Dataset(name="other", fingerprint="f" * 64, row_count=1, path=str(tmp_path / "none.jsonl"))
+        session.add(other)
+        session.flush()
+        session.add(
+            Metric(
+                run_id=run.id,
+                dataset_id=other.id,
+                name="exact_match",
+                value=0.0,
+                n=1,
+                higher_is_better=True,
+                signature=qa.signature,
+            )
+        )
+    with pytest.raises(InputError, match=r"no dataset 'nope' of generated outputs: qa, other"):
+        export(run.id, tmp_path / "x", dataset="nope", database_url=db_url)
+    written = export(run.id, tmp_path / "out", dataset="qa", database_url=db_url)
+    assert {e["dataset"] for e in json.loads(written.key.read_text())["items"].values()} == {"qa"}

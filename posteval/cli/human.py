@@ -25,6 +25,9 @@ def export_command(
     ] = None,
     sample: Annotated[int | None, typer.Option("--sample", help="Export N examples drawn at random.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the sample, the order and the sides.")] = 0,
+    dataset: Annotated[
+        str | None, typer.Option("--dataset", help="Only this dataset (datasets with different rubrics).")
+    ] = None,
 ) -> None:
     """Write a run's outputs as blinded, shuffled items to score (or pairs to prefer); the key apart."""
     quiet(False)
@@ -33,7 +36,7 @@ def export_command(
     def run_export() -> object:
         run_id = queries.resolve_run_id(run)
         base_id = queries.resolve_run_id(pairs) if pairs else None
-        return export(run_id, out, base_run_id=base_id, sample=sample, seed=seed)
+        return export(run_id, out, base_run_id=base_id, sample=sample, seed=seed, dataset=dataset)
 
     written = guard(lambda: with_schema(run_export))
     console.print(

@@ -85,10 +85,13 @@ def _prompts(run: ReportRun, dataset: str) -> dict[str, str]:
     return {key: str(text) for key, (text, _) in examples.items()}
 
 
-def _candidates(run: ReportRun, base: ReportRun | None) -> list[dict[str, Any]]:
+def _candidates(run: ReportRun, base: ReportRun | None, only: str | None) -> list[dict[str, Any]]:
     """Every (dataset, example) with the run's output (and the base's, for pairs), in a stable order."""
+    generated = _generated(run)
+    if only is not None and only not in generated:
+        raise InputError(f"run {run.id} has no dataset {only!r} of generated outputs: {', '.join(generated)}")
     found = []
-    for dataset in _generated(run):
+    for dataset in [only] if only else generated:
         outputs, _ = run.outputs(dataset)
         base_outputs = base.outputs(dataset)[0] if base is not None and dataset in base.datasets else {}
         prompts = _prompts(run, dataset)
@@ -120,7 +123,9 @@ def _rubric(run: ReportRun, datasets: set[str]) -> Rubric:
     rubrics = {name: rubric_for(source, name) for name in sorted(datasets)}
     distinct = {(tuple(r.criteria), tuple(r.scale)) for r in rubrics.values()}
     if len(distinct) > 1:
-        raise InputError(f"run {run.id}: its datasets have different rubrics ({rubrics}); export fewer")
+        raise InputError(
+            f"run {run.id}: datasets {', '.join(rubrics)} have different rubrics; export one with --dataset"
+        )
     rubric = next(iter(rubrics.values()))
     clash = sorted(set(rubric.criteria) & set(SINGLE_COLUMNS))
     if clash:
@@ -135,12 +140,14 @@ def export(
     base_run_id: str | None = None,
     sample: int | None = None,
     seed: int = 0,
+    dataset: str | None = None,
     database_url: str | None = None,
 ) -> Export:
-    """Write ``items.csv``, ``items.jsonl`` and ``key.json`` to ``out`` for run ``run_id`` (a full id)."""
+    """Write ``items.csv``, ``items.jsonl`` and ``key.json`` to ``out`` for run ``run_id`` (a full id):
+    every dataset of generated outputs, or only ``dataset``."""
     run = load_run(run_id, database_url)
     base = load_run(base_run_id, database_url) if base_run_id else None
-    candidates = _candidates(run, base)
+    candidates = _candidates(run, base, dataset)
     rng = random.Random(seed)
     if sample is not None:
         if sample <= 0:
