@@ -179,8 +179,8 @@ def get_metric(name: str) -> MetricInfo:
     if ":" in name:
         return _import_custom(name)
     known = sorted(_REGISTRY)
-    # A stored name such as "f1_macro" points back to its registered metric.
-    close = difflib.get_close_matches(name, known, n=1) or [k for k in known if name.startswith(f"{k}_")][-1:]
+    # A stored name such as "f1_macro" (or a suffixed one, "bleu_score") points back to its metric first.
+    close = [k for k in known if name.startswith(f"{k}_")][-1:] or difflib.get_close_matches(name, known, n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
     raise MetricError(f"unknown metric {name!r}.{hint} Known metrics: {', '.join(known)}")
 
