@@ -259,3 +259,36 @@ def test_both_orders_agree_win_rate_and_sign_test_match_scipy() -> None:
     assert resolve_metric("judge_position_inconsistency").compute(inputs).value == 0.0
     judge_pairwise(judge, Pairwise(), _pairs(10), cache)
     assert len(judge.asked) == 20  # cached
+
+
+class Concurrent(Judge):
+    """Records how many requests are in flight; pairs of requests meet at a barrier, so two run at once."""
+
+    free_form = True
+    identity = "scripted:concurrent"  # type: ignore[assignment]
+
+    def __init__(self, concurrency: int) -> None:
+        import threading
+
+        self.concurrency = concurrency
+        self.lock = threading.Lock()
+        self.barrier = threading.Barrier(2, timeout=10)
+        self.in_flight = 0
+        self.most = 0
+
+    def ask(self, messages: Messages) -> str:
+        with self.lock:
+            self.in_flight += 1
+            self.most = max(self.most, self.in_flight)
+        self.barrier.wait()
+        with self.lock:
+            self.in_flight -= 1
+        return _good()
+
+
+def test_at_most_concurrency_requests_are_in_flight_per_judge() -> None:
+    items = [Item(f"k{i}", f"prompt {i}", f"answer {i}") for i in range(8)]
+    judge = Concurrent(concurrency=2)
+    records = judge_pointwise(judge, RUBRIC, items, DictCache())
+    assert judge.most == 2
+    assert [r["key"] for r in records] == [i.key for i in items]
