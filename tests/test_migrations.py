@@ -25,6 +25,7 @@ TABLES = {
     "baselines",
     "run_details",
     "trigger_failures",
+    "human_labels",
 }
 
 

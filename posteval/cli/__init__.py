@@ -13,6 +13,7 @@ from posteval.cli import history
 from posteval.cli.automation import notify, serve, trigger
 from posteval.cli.evaluate import demo, evaluate, run_evaluation
 from posteval.cli.server import server_start, server_status, server_stop
+from posteval.cli.human import human_app
 from posteval.views.render import print_run
 
 __all__ = ["app", "main", "print_run", "run_evaluation"]
@@ -49,6 +50,7 @@ app.add_typer(server_app, name="server")
 server_app.command("start")(server_start)
 server_app.command("stop")(server_stop)
 server_app.command("status")(server_status)
+app.add_typer(human_app, name="human")
 
 
 def main() -> None:  # pragma: no cover - console entry point alias

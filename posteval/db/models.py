@@ -252,6 +252,31 @@ class ExampleScore(Base):
     detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
+class HumanLabel(CreatedAt, Base):
+    """One rater's label of one example of a run, imported from a blinded export (posteval.human): a score
+    on one rubric criterion (kind "score"), or the run's outcome against ``base_run_id`` (kind "pair": 1
+    win, 0.5 tie, 0 loss), already un-blinded."""
+
+    __tablename__ = "human_labels"
+    __table_args__ = (
+        UniqueConstraint(
+            "run_id", "dataset_id", "kind", "example_key", "rater", "criterion", name="uq_human_labels_label"
+        ),
+        Index("ix_human_labels_run_kind", "run_id", "kind"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("eval_runs.id", ondelete="CASCADE"))
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"))
+    kind: Mapped[str] = mapped_column(String(8))  # "score" or "pair" (posteval.human checks on import)
+    example_key: Mapped[str] = mapped_column(String(255))
+    rater: Mapped[str] = mapped_column(String(255))
+    criterion: Mapped[str] = mapped_column(String(255), default="")  # "" for a pair
+    value: Mapped[float] = mapped_column(Float)
+    base_run_id: Mapped[str | None] = mapped_column(String(32))
+    export_id: Mapped[str] = mapped_column(String(32))
+
+
 class ExampleStats(Base):
     """A corpus metric's sufficient statistics on one example in one run (F1: per-class tp/fp/fn; BLEU:
     n-gram counts and lengths; perplexity: log-likelihood and units): the input of its paired bootstrap."""

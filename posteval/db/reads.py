@@ -22,6 +22,7 @@ from posteval.db.models import (
     EvalRun,
     ExampleScore,
     ExampleStats,
+    HumanLabel,
     Metric,
     Prediction,
     Suite,
@@ -284,3 +285,26 @@ def run_fingerprints(session: Session, run_id: str) -> RunFingerprints:
         .distinct()
     ).all()
     return RunFingerprints(found[0], found[1], found[2], {name: fp for name, fp in sorted(datasets)})
+
+
+def human_labels(
+    session: Session, run_id: str, *, kind: str, dataset: str | None = None
+) -> list[tuple[str, str, str, str, float, str | None]]:
+    """The run's human labels of ``kind`` ("score" or "pair"), optionally of one dataset:
+    (dataset, example key, rater, criterion, value, base run id)."""
+    query = (
+        select(
+            Dataset.name,
+            HumanLabel.example_key,
+            HumanLabel.rater,
+            HumanLabel.criterion,
+            HumanLabel.value,
+            HumanLabel.base_run_id,
+        )
+        .join(Dataset, HumanLabel.dataset_id == Dataset.id)
+        .where(HumanLabel.run_id == run_id, HumanLabel.kind == kind)
+        .order_by(HumanLabel.id)
+    )
+    if dataset is not None:
+        query = query.where(Dataset.name == dataset)
+    return [(d, k, r, c, v, b) for d, k, r, c, v, b in session.execute(query).all()]

@@ -213,14 +213,20 @@ def parse_suite(text: str, path: Path) -> tuple[Suite, str]:
     return _resolve_paths(suite, path.parent), fingerprint
 
 
+# Stored by `posteval human import` on a dataset of generated answers: gated like any metric once labelled.
+HUMAN_METRICS = ("human_score", "human_win_rate")
+
+
 def metric_names(suite: Suite) -> list[str]:
-    """Every ``dataset/metric`` the suite stores, in suite order: what gates may name (reports are not)."""
-    return [
-        f"{spec.name}/{metric.name}"
-        for spec in suite.all_datasets()
-        for metric in spec.bound_metrics()
-        if not metric.info.is_report
-    ]
+    """Every ``dataset/metric`` the suite stores, in suite order: what gates may name (reports are not;
+    the human metrics of every generated dataset are)."""
+    names = []
+    for spec in suite.all_datasets():
+        metrics = [metric for metric in spec.bound_metrics() if not metric.info.is_report]
+        names += [f"{spec.name}/{metric.name}" for metric in metrics]
+        if spec.kind == "generate" and spec.scoring == "generate":
+            names += [f"{spec.name}/{name}" for name in HUMAN_METRICS]
+    return names
 
 
 def report_names(suite: Suite) -> list[str]:

@@ -1,8 +1,9 @@
 """`posteval report RUN`: one self-contained HTML page per run, safe to mail or attach to a ticket.
 
 Sections: the run, metrics with CIs, training health with the loss curve, the comparison with the
-baseline, confusion matrices, the worst examples, code datasets' failing samples with the failing test's
-output (report_code), and the examples flipped against the baseline. Every
+baseline, confusion matrices, the judge's verdicts, the worst examples, code datasets' failing samples with
+the failing test's output (report_code), the examples flipped against the baseline, and the human
+evaluation (raters, their agreement, and the judge's agreement with them). Every
 value from the database or the data is HTML-escaped; the plot is an inline PNG, and the page's
 Content-Security-Policy forbids scripts and every request, so nothing in it runs or loads. Which model
 outputs and references are shown is explained in :mod:`posteval.views.report_data`.
@@ -36,6 +37,7 @@ from posteval.views.report_html import (
     text,
     when,
 )
+from posteval.views.report_human import human_section
 from posteval.views.report_judges import judge_section
 from posteval.views.run_details import comparison_rows, detail_table, forgetting_table
 
@@ -239,6 +241,7 @@ def render_report(run_id: str, *, database_url: str | None = None) -> str:
         ("worst", "Worst examples", _worst(run)),
         *([("code", "Code execution", code)] if (code := code_outcomes(run)) is not None else []),
         ("flips", "Flipped examples", _flips(run, comparison)),
+        ("human", "Human evaluation", human_section(run)),
     ]
     s = run.summary
     return page(f"posteval report: {s['model']} on {s['suite']}, run {run.id[:12]}", sections)
