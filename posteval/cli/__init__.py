@@ -12,8 +12,8 @@ import typer
 from posteval.cli import history
 from posteval.cli.automation import notify, serve, trigger
 from posteval.cli.evaluate import demo, evaluate, run_evaluation
-from posteval.cli.server import server_start, server_status, server_stop
 from posteval.cli.human import human_app
+from posteval.cli.server import server_start, server_status, server_stop
 from posteval.views.render import print_run
 
 __all__ = ["app", "main", "print_run", "run_evaluation"]
