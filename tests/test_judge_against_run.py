@@ -1,6 +1,7 @@
 """Pairwise judging against a named run (``against: RUN_ID``) through the flow: the other side's answers are
 that run's stored outputs for the same dataset, read back (never generated again); a run that is unknown,
-has no outputs for the dataset, or does not cover every example is refused naming the run and dataset."""
+has no outputs for the dataset, or does not cover every example is refused naming the run and dataset,
+before a run row exists."""
 
 from __future__ import annotations
 
@@ -98,6 +99,7 @@ def test_pairs_are_judged_against_a_named_runs_stored_outputs_and_bad_runs_are_r
     assert metrics.loc["loss_rate", "value"] == 0.0
     stored = _provenance(sqlite_url, second, "win_rate")
     assert stored["against"] == first  # the named run's full id, not the prefix written in the suite
+    registered = len(queries.runs(database_url=sqlite_url))
 
     with pytest.raises(
         InputError, match=r"dataset 'summaries': pairwise judging against run 'ffffffff': no run"
@@ -127,6 +129,9 @@ def test_pairs_are_judged_against_a_named_runs_stored_outputs_and_bad_runs_are_r
             database_url=sqlite_url,
             force=True,
         )
+
+    # Each refused before a run was registered: no run row for any of them.
+    assert len(queries.runs(database_url=sqlite_url)) == registered
 
 
 def _provenance(url: str, run_id: str, metric: str) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from posteval.inputs.suite import Suite
 from posteval.judges.backends import Judge, make_judge
 from posteval.judges.engine import Item, judge_pairwise, judge_pointwise
 from posteval.judges.spec import JudgeSpec
-from posteval.pipeline.datasets import DatasetRef
+from posteval.pipeline.datasets import DatasetRef, load
 from posteval.pipeline.identity import config_hash
 
 
@@ -90,6 +90,16 @@ def compared_answers(
             f"dataset {dataset.spec.name!r}: {len(missing)} base-model outputs missing (e.g. {missing[:3]})"
         )
     return [stored[key].output or "" for key in keys]
+
+
+def check_named_runs(datasets: Sequence[DatasetRef], database_url: str | None) -> None:
+    """Refuse, before a run is registered, a pairwise ``against: RUN_ID`` whose run cannot answer (see
+    :func:`run_answers`)."""
+    for dataset in datasets:
+        judge = dataset.spec.judge
+        named = judge.pairwise.named_run if judge is not None and judge.pairwise is not None else None
+        if named is not None:
+            run_answers(named, dataset, load(dataset.spec).keys, database_url)
 
 
 def judge_dataset(
