@@ -38,8 +38,8 @@ def paired(dataset: DatasetRef) -> bool:
 
 def run_answers(
     prefix: str, dataset: DatasetRef, keys: Sequence[str], database_url: str | None
-) -> tuple[str, str, list[str]]:
-    """The named run's full id, checkpoint fingerprint and stored answers to the dataset in ``keys`` order:
+) -> tuple[str, list[str]]:
+    """The named run's full id and its stored answers to the dataset in ``keys`` order:
     the outputs it scored (its checkpoint, the same dataset content, its stored config hash). A run that is
     unknown, has no outputs for the dataset or does not cover every example is refused (InputError)."""
     name = dataset.spec.name
@@ -70,7 +70,7 @@ def run_answers(
             f"dataset {name!r}: run {run_id[:12]} (pairwise 'against') has outputs for "
             f"{len(keys) - len(missing)} of its {len(keys)} examples (missing e.g. {missing[:3]})"
         )
-    return run_id, found[0], [stored[key] or "" for key in keys]
+    return run_id, [stored[key] or "" for key in keys]
 
 
 def compared_answers(
@@ -114,7 +114,7 @@ def judge_dataset(
 ) -> Mapping[str, Sequence[Mapping[str, Any]]] | None:
     """The judge's verdicts on ``checkpoint``'s ``answers`` (None without a judge): ``pointwise`` with a
     rubric, ``pairwise`` when there are other answers to compare with (none when the checkpoint is the base
-    scoring itself, or the named run's own checkpoint). Cached answers are read, never asked again."""
+    scoring itself, for forgetting). Cached answers are read, never asked again."""
     spec = dataset.spec.judge
     if spec is None:
         return None
@@ -131,20 +131,18 @@ def judge_dataset(
         verdicts["pointwise"] = judge_pointwise(judge, spec.rubric, items, cache)
     if spec.pairwise is None:
         return verdicts
+    if base is not None and checkpoint.fingerprint == base.fingerprint:
+        return verdicts  # the base scoring itself (forgetting): nothing to compare with
     named = spec.pairwise.named_run
     if named is not None:
-        against, fingerprint, others = run_answers(named, dataset, loaded.keys, database_url)
+        against, others = run_answers(named, dataset, loaded.keys, database_url)
     elif base is None:
         raise InputError(
             f"dataset {dataset.spec.name!r}: pairwise judging against the base model needs one (the suite's "
             "base_model, or an adapter's base)"
         )
     else:
-        against, fingerprint = "base", base.fingerprint
-        itself = checkpoint.fingerprint == fingerprint
-        others = [] if itself else compared_answers(base, suite, dataset, loaded.keys, database_url)
-    if checkpoint.fingerprint in {fingerprint, None if base is None else base.fingerprint}:
-        return verdicts  # the base scoring itself, or a run's checkpoint against its own answers
+        against, others = "base", compared_answers(base, suite, dataset, loaded.keys, database_url)
     paired = [Item(i.key, i.prompt, i.answer, other=o) for i, o in zip(items, others, strict=True)]
     verdicts["pairwise"] = judge_pairwise(judge, spec.pairwise, paired, cache, against)
     return verdicts
