@@ -40,6 +40,7 @@ def _provenance(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return {
         "judge": first.get("judge"),
         "rubric_hash": first.get("rubric_hash"),
+        **({"against": first["against"]} if "against" in first else {}),
         "examples": [
             {
                 "key": r.get("key"),

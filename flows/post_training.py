@@ -44,11 +44,11 @@ def evaluate_checkpoint(
     ``checkpoint`` is a transformers folder, a PEFT adapter folder (on the base its config names, or
     ``adapter_base``), or a served model ``openai:MODEL@URL``.
 
-    Bad input (checkpoint, base model, suite, datasets) is refused before a run row exists or any model
-    work starts. Once the run is registered, any failure marks it failed with the error text and
-    re-raises, so the flow run fails too. After a succeeded evaluation the run is compared with its
-    baseline; a regression beyond the suite's gates raises GateFailed, so the flow run ends Failed while
-    the run and its results stay stored.
+    Bad input (checkpoint, base model, suite, datasets, a pairwise judge's ``against`` run) is refused
+    before a run row exists or any model work starts. Once the run is registered, any failure marks it
+    failed with the error text and re-raises, so the flow run fails too. After a succeeded evaluation
+    the run is compared with its baseline; a regression beyond the suite's gates raises GateFailed, so
+    the flow run ends Failed while the run and its results stay stored.
 
     ``step`` is the training step when the folder's trainer_state.json does not say (a final model
     saved by ``save_model()``); it orders the checkpoint in its model's lineage.
@@ -65,6 +65,7 @@ def evaluate_checkpoint(
     ckpt, loaded, base = resolved.checkpoint, resolved.suite, resolved.base
     spec = loaded.suite
     datasets = list(resolved.datasets)
+    pipeline.check_named_runs(datasets, database_url)  # a pairwise `against: RUN_ID` that cannot answer
     claim = uuid.uuid4().hex  # this delivery's claim on the run: a retried claim is recognised
     run = register_run_task(
         ckpt, loaded, datasets, trigger, flow_run.get_id(), force, base, database_url, claim

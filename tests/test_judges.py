@@ -261,6 +261,22 @@ def test_both_orders_agree_win_rate_and_sign_test_match_scipy() -> None:
     assert len(judge.asked) == 20  # cached
 
 
+def test_what_a_pair_is_judged_against_is_in_its_cache_key_and_provenance_not_its_rubric_hash() -> None:
+    judge, cache = PrefersTuned(losses=set()), DictCache()
+    against_base = judge_pairwise(judge, Pairwise(), _pairs(3), cache)
+    named = Pairwise(against="0123abcd")
+    against_run = judge_pairwise(judge, named, _pairs(3), cache, "0123abcd" + "e" * 28)
+    assert len(judge.asked) == 12  # the same pairs against another run are asked again, not read back
+    assert [r["against"] for r in against_base] == ["base"] * 3
+    assert [r["against"] for r in against_run] == ["0123abcd" + "e" * 28] * 3
+    assert named.digest() == Pairwise().digest()  # the instructions' hash, whatever is compared with
+    assert named.named_run == "0123abcd" and Pairwise().named_run is None
+    inputs = EvalInputs(predictions=["x"] * 3, judgments={"pairwise": against_run}, n_bootstrap=50)
+    assert (
+        resolve_metric("win_rate").compute(inputs).details["provenance"]["against"] == "0123abcd" + "e" * 28
+    )
+
+
 class Concurrent(Judge):
     """Records how many requests are in flight; pairs of requests meet at a barrier, so two run at once."""
 

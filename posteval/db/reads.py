@@ -89,6 +89,16 @@ def full_run_id(session: Session, prefix: str) -> str:
     raise InputError(f"run id {prefix!r} is ambiguous: it matches {', '.join(matches)}")
 
 
+def run_outputs_key(session: Session, run_id: str) -> tuple[str, dict[str, Any] | None] | None:
+    """The run's checkpoint fingerprint and stored output settings (which outputs it scored), if stored."""
+    found = session.execute(
+        select(Checkpoint.fingerprint, EvalRun.output_settings)
+        .join(EvalRun, EvalRun.checkpoint_id == Checkpoint.id)
+        .where(EvalRun.id == run_id)
+    ).first()
+    return None if found is None else (found[0], found[1])
+
+
 def run_exists(session: Session, run_id: str) -> bool:
     """Whether a run with the full id ``run_id`` is stored."""
     return session.get(EvalRun, run_id) is not None

@@ -153,18 +153,20 @@ _SWAPPED = {"A": "loss", "B": "win", "tie": "tie"}
 
 
 def judge_pairwise(
-    judge: Judge, pairwise: Pairwise, items: Sequence[Item], cache: AnswerCache
+    judge: Judge, pairwise: Pairwise, items: Sequence[Item], cache: AnswerCache, against: str = "base"
 ) -> list[dict[str, Any]]:
     """One record per item, judged in both orders: win, tie or loss of the evaluated answer (orders that
-    disagree are a tie, marked ``inconsistent``), None when either order's answer did not parse."""
+    disagree are a tie, marked ``inconsistent``), None when either order's answer did not parse.
+    ``against`` (``base`` or the full id of the run whose answers are compared with) is part of each
+    request's cache key and of each record's provenance."""
     digest = pairwise.digest()
     requests: dict[str, Callable[[], dict[str, Any]]] = {}
     pairs = []
     for item in items:
         if item.other is None:
             raise ValueError(f"example {item.key!r} has no answer to compare with")
-        first = _key(judge, digest, "pairwise", item.prompt, item.answer, item.other)
-        swapped = _key(judge, digest, "pairwise", item.prompt, item.other, item.answer)
+        first = _key(judge, digest, "pairwise", against, item.prompt, item.answer, item.other)
+        swapped = _key(judge, digest, "pairwise", against, item.prompt, item.other, item.answer)
         requests[first] = partial(_pairwise_answer, judge, pairwise, item.prompt, item.answer, item.other)
         requests[swapped] = partial(_pairwise_answer, judge, pairwise, item.prompt, item.other, item.answer)
         pairs.append((first, swapped))
@@ -182,6 +184,7 @@ def judge_pairwise(
                 "key": item.key,
                 "judge": a["judge"],
                 "rubric_hash": digest,
+                "against": against,
                 "raw": [a["raw"], b["raw"]],
                 "error": a["error"] or b["error"],
                 "outcome": outcome,

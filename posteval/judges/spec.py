@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -35,14 +35,24 @@ class Rubric(_Strict):
 
 
 class Pairwise(_Strict):
-    """Pairwise judging: the evaluated answer against the base model's answer to the same prompt."""
+    """Pairwise judging: the evaluated answer against another answer to the same prompt.
 
-    against: Literal["base"] = "base"
+    ``against`` is ``base`` (the base model's answers, generated once for all its fine-tunes) or a stored
+    run's id or unique prefix (that run's stored answers to the same dataset).
+    """
+
+    against: Annotated[str, Field(min_length=1)] = "base"
     instructions: str = "Which answer responds better to the prompt?"
 
+    @property
+    def named_run(self) -> str | None:
+        """The run id (or prefix) whose answers are compared with, or None for the base model's."""
+        return None if self.against == "base" else self.against
+
     def digest(self) -> str:
-        """The pairwise instructions' hash (the rubric hash of pairwise verdicts)."""
-        return sha256_json(self.model_dump(mode="json"))
+        """The pairwise instructions' hash (the rubric hash of pairwise verdicts); what is compared with
+        is part of each verdict's cache key and provenance instead."""
+        return sha256_json(self.model_dump(mode="json", exclude={"against"}))
 
 
 class JudgeSpec(_Strict):

@@ -12,7 +12,7 @@ The pipeline may import every core layer below the face; never posteval.flows, p
 from posteval.pipeline.datasets import DatasetRef, load, prepare_dataset
 from posteval.pipeline.gating import gate, stored_gate
 from posteval.pipeline.identity import config_hash, idempotency_key, output_settings, run_settings
-from posteval.pipeline.judged import paired
+from posteval.pipeline.judged import check_named_runs, paired
 from posteval.pipeline.outputs import run_model
 from posteval.pipeline.persistence import fail, persist, record_trigger_failure
 from posteval.pipeline.registration import RunRef, heartbeat, register_run
@@ -26,6 +26,7 @@ __all__ = [
     "RunRef",
     "assess_base_forgetting",
     "assess_health",
+    "check_named_runs",
     "check_task_runner",
     "config_hash",
     "fail",

@@ -13,7 +13,7 @@ from posteval import timing
 from posteval.db import repo
 from posteval.db.engine import session_scope
 from posteval.db.retry import retry_transient
-from posteval.errors import InputError, RunnerError
+from posteval.errors import RunnerError
 from posteval.evaluators import EvalInputs
 from posteval.hashing import sha256_json
 from posteval.inputs.checkpoint import CheckpointInfo
@@ -52,8 +52,8 @@ def score(
 ) -> DatasetOutcome:
     """Every metric of the dataset, from the stored outputs (and its judge's verdicts on them).
 
-    ``base`` is the model a pairwise judge compares the answers with; without it (the base scored
-    itself) the pairwise metrics are left out.
+    ``base`` is the model a pairwise judge ``against: base`` compares the answers with; when the checkpoint
+    is the one compared with (the base scoring itself) the pairwise metrics are left out.
     """
     spec = dataset.spec
     loaded = load(spec)
@@ -79,13 +79,9 @@ def score(
     choice = spec.scoring == "loglikelihood"
     choice_lists = loaded.choice_lists() if choice else None
     predictions = [row.output or "" for row in rows]
-    if spec.judge is not None and spec.judge.pairwise is not None and base is None:
-        raise InputError(
-            f"dataset {spec.name!r}: pairwise judging against the base model needs one (the suite's "
-            "base_model, or an adapter's base)"
-        )
-    compared = base if base is not None and base.fingerprint != checkpoint.fingerprint else None
-    judgments = judge_dataset(suite, dataset, loaded, predictions, base=compared, database_url=database_url)
+    judgments = judge_dataset(
+        suite, dataset, loaded, predictions, checkpoint=checkpoint, base=base, database_url=database_url
+    )
     inputs = EvalInputs(
         predictions=predictions,
         references=loaded.gold_choices() if choice else loaded.references,

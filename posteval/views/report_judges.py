@@ -39,9 +39,9 @@ def judge_section(run: ReportRun) -> Html:
         if not isinstance(provenance, dict):
             continue
         parts.append(tag("h3", f"{dataset}: {metric}"))
-        parts.append(
-            note(f"judge {provenance.get('judge')}, rubric {str(provenance.get('rubric_hash'))[:16]}")
-        )
+        against = f", against {provenance['against']}" if "against" in provenance else ""
+        rubric = str(provenance.get("rubric_hash"))[:16]
+        parts.append(note(f"judge {provenance.get('judge')}, rubric {rubric}{against}"))
         rows = [
             (example.get("key"), _verdict(example.get("verdict")), _opened(example))
             for example in provenance.get("examples", [])
