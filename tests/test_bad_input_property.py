@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
@@ -118,8 +119,19 @@ def assert_refused(workspace: Workspace, result: Result, names: str, where: str,
     assert names in line, line
     assert re.search(where, line), (where, line)
     assert not workspace.database.exists(), "a bad input reached the database"
+    servers = [p for p in psutil.Process().children(recursive=True) if _is_prefect_server(p)]
+    assert not servers, f"a refused evaluation left Prefect servers running: {servers}"
     RAN[test] = RAN.get(test, 0) + 1
     return line
+
+
+def _is_prefect_server(process: psutil.Process) -> bool:
+    """A temporary Prefect server this process started (and not yet reaped)."""
+    try:
+        command = " ".join(process.cmdline())
+        return process.status() != psutil.STATUS_ZOMBIE and "prefect" in command and "server" in command
+    except psutil.NoSuchProcess:
+        return False
 
 
 # --- suite files ---------------------------------------------------------------------------------------

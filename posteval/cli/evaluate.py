@@ -36,39 +36,46 @@ def run_evaluation(
     from posteval.cli.prefect_server import prepare_api, using_api
 
     api = prepare_api()  # a temporary Prefect server boots while the inputs are resolved
-    with timing.phase("imports (the pipeline)"):
-        from posteval.db.migrate import upgrade
-        from posteval.pipeline import check_task_runner
-        from posteval.pipeline.resolve import resolve
+    try:
+        with timing.phase("imports (the pipeline)"):
+            from posteval.db.migrate import upgrade
+            from posteval.pipeline import check_task_runner
+            from posteval.pipeline.resolve import resolve
 
-    check_task_runner(task_runner, dask_address)
-    with timing.phase("resolve and validate"):
-        resolved = resolve(checkpoint, suite, model_name=model_name, adapter_base=adapter_base)
-    with timing.phase("database upgrade"):
-        upgrade(database_url)
-    with timing.phase("Prefect server start (waiting)"):
-        url = api()
-    with timing.phase("imports (Prefect, the flow)"):
-        from posteval.flows.post_training import evaluate_checkpoint
+        check_task_runner(task_runner, dask_address)
+        with timing.phase("resolve and validate"):
+            resolved = resolve(checkpoint, suite, model_name=model_name, adapter_base=adapter_base)
+        with timing.phase("database upgrade"):
+            upgrade(database_url)
+        with timing.phase("Prefect server start (waiting)"):
+            url = api()
+        with timing.phase("imports (Prefect, the flow)"):
+            from posteval.flows.post_training import evaluate_checkpoint
 
-    with using_api(url), progress_bar() as bar:
-        progress.set_sink(RichProgress(bar))
-        try:
-            with timing.phase(PREFECT):
-                return evaluate_checkpoint(
-                    checkpoint=checkpoint,
-                    suite=suite,
-                    trigger=trigger,
-                    model_name=model_name,
-                    force=force,
-                    database_url=database_url,
-                    adapter_base=adapter_base,
-                    task_runner=task_runner,
-                    dask_address=dask_address,
-                    resolved=resolved,
-                )
-        finally:
-            progress.set_sink(None)
+        with using_api(url), progress_bar() as bar:
+            progress.set_sink(RichProgress(bar))
+            try:
+                with timing.phase(PREFECT):
+                    return evaluate_checkpoint(
+                        checkpoint=checkpoint,
+                        suite=suite,
+                        trigger=trigger,
+                        model_name=model_name,
+                        force=force,
+                        database_url=database_url,
+                        adapter_base=adapter_base,
+                        task_runner=task_runner,
+                        dask_address=dask_address,
+                        resolved=resolved,
+                    )
+            finally:
+                progress.set_sink(None)
+    except BaseException:
+        # A refused input or a failed run: the temporary server goes now, not at exit, so an in-process
+        # caller (a test, a notebook) never collects one idle server per refused call. After a flow run
+        # it stays until exit, when Prefect has sent the run's last logs and events to it.
+        api.close()
+        raise
 
 
 PREFECT = "Prefect (flow and task runs, API calls)"

@@ -25,7 +25,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -183,29 +183,43 @@ def _stop(server: Server) -> None:
             server.process.wait()
 
 
-def prepare_api() -> Callable[[], str | None]:
-    """Find or start the API for one evaluation; returns a wait that gives the URL to use (None: Prefect's
-    settings already name one). Call it as early as possible and the wait just before the flow.
+class PreparedApi:
+    """One evaluation's Prefect API: call it for the URL to use (None: Prefect's settings already name one),
+    as late as possible; ``close()`` stops a temporary server it started (otherwise stopped at exit)."""
+
+    def __init__(self, server: Server | None = None, url: str | None = None) -> None:
+        self.server, self.url = server, url
+
+    def __call__(self) -> str | None:
+        if self.server is None:
+            return self.url
+        if configured_api_url():  # a profile names the API: use it, as Prefect would
+            self.close()
+            return None
+        self.server.wait()
+        return self.server.url
+
+    def close(self) -> None:
+        if self.server is not None:
+            _stop(self.server)
+
+
+def prepare_api() -> PreparedApi:
+    """Find or start the API for one evaluation. Call it as early as possible, the result just before the
+    flow, and its ``close()`` when the evaluation fails before or in the flow (a refused input included: an
+    in-process caller such as a test or a notebook must not collect one idle server per call).
 
     The temporary server is spawned before Prefect is even imported (reading Prefect's settings takes a
     second); should the profile turn out to name an API, it is stopped again unused.
     """
     if os.environ.get("PREFECT_API_URL"):
-        return lambda: None
+        return PreparedApi()
     local = local_server()
     if local is not None:
-        return lambda: local.url
+        return PreparedApi(url=local.url)
     server = _spawn(ui=False)
     atexit.register(_stop, server)
-
-    def wait() -> str | None:
-        if configured_api_url():  # a profile names the API: use it, as Prefect would
-            _stop(server)
-            return None
-        server.wait()
-        return server.url
-
-    return wait
+    return PreparedApi(server)
 
 
 @contextmanager
