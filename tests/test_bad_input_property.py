@@ -103,9 +103,27 @@ def workspace(base_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -
 
 
 def evaluate(workspace: Workspace, folder: Path, checkpoint: Path | None = None) -> Result:
-    return CliRunner().invoke(
+    """``posteval evaluate`` in-process; a refused call must leave no Prefect server of its own running."""
+    before = _prefect_servers()
+    result = CliRunner().invoke(
         app, ["evaluate", str(checkpoint or workspace.checkpoint), "--suite", str(folder / "suite.yaml")]
     )
+    left = _prefect_servers() - before  # servers that were already there (a shared test server) don't count
+    assert not left, f"the evaluation left Prefect servers running: pids {sorted(left)}"
+    return result
+
+
+def _prefect_servers() -> set[int]:
+    """Prefect servers among this process's children (temporary uvicorn ones or `prefect server start`)."""
+    found = set()
+    for process in psutil.Process().children(recursive=True):
+        try:
+            command = " ".join(process.cmdline())
+            if process.status() != psutil.STATUS_ZOMBIE and "prefect" in command and "server" in command:
+                found.add(process.pid)
+        except psutil.NoSuchProcess:
+            continue
+    return found
 
 
 def assert_refused(workspace: Workspace, result: Result, names: str, where: str, test: str) -> str:
@@ -119,19 +137,8 @@ def assert_refused(workspace: Workspace, result: Result, names: str, where: str,
     assert names in line, line
     assert re.search(where, line), (where, line)
     assert not workspace.database.exists(), "a bad input reached the database"
-    servers = [p for p in psutil.Process().children(recursive=True) if _is_prefect_server(p)]
-    assert not servers, f"a refused evaluation left Prefect servers running: {servers}"
     RAN[test] = RAN.get(test, 0) + 1
     return line
-
-
-def _is_prefect_server(process: psutil.Process) -> bool:
-    """A temporary Prefect server this process started (and not yet reaped)."""
-    try:
-        command = " ".join(process.cmdline())
-        return process.status() != psutil.STATUS_ZOMBIE and "prefect" in command and "server" in command
-    except psutil.NoSuchProcess:
-        return False
 
 
 # --- suite files ---------------------------------------------------------------------------------------
