@@ -47,6 +47,15 @@ class RunRow:
     output_settings: dict[str, Any] | None
 
 
+def stored_config_hash(output_settings: dict[str, Any] | None, dataset: str) -> str | None:
+    """The config hash a run stored for ``dataset`` in its output settings (the outputs it scored); None
+    for a run stored before migration 0005 or a dataset it did not evaluate."""
+    datasets = (output_settings or {}).get("datasets")
+    entry = datasets.get(dataset) if isinstance(datasets, dict) else None
+    found = entry.get("config_hash") if isinstance(entry, dict) else None
+    return str(found) if found is not None else None
+
+
 def run_row(session: Session, run_id: str) -> RunRow:
     """The run ``run_id`` (a full id); an unknown id is refused."""
     found = session.execute(

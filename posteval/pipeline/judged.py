@@ -55,9 +55,7 @@ def run_answers(
             return found, rows
 
     found, rows = retry_transient(read, f"reading run {run_id[:12]}'s outputs of {name}")
-    settings = (found[1] or {}) if found is not None else {}
-    entry = settings.get("datasets", {})
-    chash = entry.get(name, {}).get("config_hash") if isinstance(entry, dict) else None
+    chash = reads.stored_config_hash(found[1], name) if found is not None else None
     stored = {key: output for key, output, h in rows if h == chash}
     if found is None or chash is None or not stored:
         raise InputError(

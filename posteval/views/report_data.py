@@ -62,8 +62,7 @@ class ReportRun:
 
     def _config_hash(self, dataset: str) -> str | None:
         """The config hash the run stored for ``dataset`` (runs stored before migration 0005 have none)."""
-        stored = (self.settings or {}).get("datasets", {}).get(dataset, {})
-        return stored.get("config_hash")
+        return reads.stored_config_hash(self.settings, dataset)
 
     def examples(self, dataset: str) -> tuple[Examples, str]:
         """(input text, reference) by example key from the dataset file; or nothing, and why."""
