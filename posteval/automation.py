@@ -15,7 +15,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from posteval.errors import CheckpointError, InputError, PostevalError
-from posteval.inputs.checkpoint import INDEX_FILES, OPENAI_PREFIX, content_files, default_model_name
+from posteval.inputs.checkpoint import (
+    HUB_PREFIX,
+    INDEX_FILES,
+    OPENAI_PREFIX,
+    content_files,
+    default_model_name,
+)
 from posteval.inputs.suite import load_suite
 from posteval.settings import get_settings
 
@@ -86,21 +92,31 @@ def training_completed(
     if spec.startswith(OPENAI_PREFIX):
         name = model_name or spec.removeprefix(OPENAI_PREFIX).rpartition("@")[0]
         return TrainingCompleted(spec, str(Path(suite).resolve()), name, step, None)
+    if spec.startswith(HUB_PREFIX):  # a Hub repository (hf://ORG/NAME[@REVISION]): no folder to resolve
+        name = model_name or spec.removeprefix(HUB_PREFIX).partition("@")[0].split("/")[-1]
+        return TrainingCompleted(
+            spec, _absolute(suite), name, step, _absolute(base_model) if base_model else None
+        )
     folder = Path(checkpoint).expanduser().resolve()
     return TrainingCompleted(
         checkpoint=str(folder),
-        suite=str(Path(suite).expanduser().resolve()),
+        suite=_absolute(suite),
         model_name=model_name or default_model_name(folder),
         step=step if step is not None else _step_from(folder),
-        base_model=str(Path(base_model).expanduser().resolve()) if base_model else None,
+        base_model=_absolute(base_model) if base_model else None,
     )
+
+
+def _absolute(path: str | Path) -> str:
+    """A local path made absolute (a worker elsewhere resolves it on shared storage); a Hub spec as given."""
+    return str(path) if str(path).startswith(HUB_PREFIX) else str(Path(path).expanduser().resolve())
 
 
 def check_trigger(event: TrainingCompleted) -> None:
     """What can be checked before the event is sent: the suite loads and validates, and the checkpoint's
     parent folder exists (the checkpoint itself may still be being written). InputError otherwise."""
     load_suite(event.suite)
-    if event.checkpoint.startswith(OPENAI_PREFIX):
+    if event.checkpoint.startswith((OPENAI_PREFIX, HUB_PREFIX)):  # no folder here: the run resolves them
         return
     parent = Path(event.checkpoint).parent
     if not parent.is_dir():
@@ -220,7 +236,7 @@ def wait_for_checkpoint(
     cannot be completing: neither it nor its parent folder changed for ``idle_s`` seconds (default
     POSTEVAL_CHECKPOINT_IDLE_S), as with a mistyped path.
     """
-    if checkpoint.startswith(OPENAI_PREFIX):
+    if checkpoint.startswith((OPENAI_PREFIX, HUB_PREFIX)):  # served, or downloaded by the run itself
         return
     folder = Path(checkpoint).expanduser()
     timeout = checkpoint_wait_s() if timeout_s is None else timeout_s

@@ -182,7 +182,7 @@ def test_a_seed_or_bootstrap_size_change_is_a_note() -> None:
 def test_terminal_table_html_and_artifact_render_missing_values() -> None:
     from rich.console import Console
 
-    from posteval.tasks.gate import ARTIFACT_COLUMNS
+    from posteval.views.gate_summary import comparison_records
     from posteval.views.render import comparison_table
     from posteval.views.report import _comparison
 
@@ -194,5 +194,14 @@ def test_terminal_table_html_and_artifact_render_missing_values() -> None:
     assert "│ d       │ bleu   │        - │    3.0000 │     - │      - │ - │ none │" in text
     html = str(_comparison("a" * 12, comparison, ""))
     assert "dropped n/a" in html and "p=n/a" in html
-    frame = comparison.to_frame()[ARTIFACT_COLUMNS]
+    frame = comparison.to_frame()
     assert frame.loc[0, ["p_value", "ci_low", "delta"]].isna().all()
+    (record,) = comparison_records(comparison)
+    assert {k: record[k] for k in ("gate", "baseline", "this run", "delta", "95% CI", "p")} == {
+        "gate": "-",
+        "baseline": "-",
+        "this run": "3.0000",
+        "delta": "-",
+        "95% CI": "-",
+        "p": "-",
+    }

@@ -301,9 +301,34 @@ def test_the_stack_evaluates_a_checkpoint_from_a_training_completed_event(shared
         assert up.returncode == 0, f"compose up failed:\n{up.stderr[-4000:]}\n{logs()}"
         assert set(_leftovers(project)) == {"containers", "networks", "volumes"}  # what down must remove
 
-        # 4. the event, from the host, with the paths the workers see
+        # 4. the event, from the host, with the paths the workers see: refused as this machine sees them,
+        # sent with --no-check
+        refused = _run(
+            [
+                sys.executable,
+                "-m",
+                "posteval.cli",
+                "trigger",
+                "/checkpoints/tiny",
+                "--suite",
+                "/suites/suite.yaml",
+            ],
+            env=host_env,
+            check=False,
+        )
+        assert (refused.returncode, refused.stderr.strip()) == (
+            2,
+            "error: /suites/suite.yaml: suite file not found",
+        )
         _posteval(
-            "trigger", "/checkpoints/tiny", "--suite", "/suites/suite.yaml", "--model", MODEL, env=host_env
+            "trigger",
+            "/checkpoints/tiny",
+            "--suite",
+            "/suites/suite.yaml",
+            "--model",
+            MODEL,
+            "--no-check",
+            env=host_env,
         )
         runs = _wait_for_stored_run(host_env, logs)
         assert [(run["status"], run["trigger"], run["checkpoint"], run["suite"]) for run in runs] == [

@@ -156,7 +156,7 @@ def test_the_issue_reproduction_exits_1_with_the_gate_summary_and_reports(
     tmp_path: Path,
 ) -> None:
     """examples/contracts copied, the gate on contract-type/f1, base_model set: ft exits 0, overfit 1."""
-    folder = shutil.copytree(EXAMPLES, tmp_path / "contracts")
+    folder = shutil.copytree(EXAMPLES.parent, tmp_path / "examples") / "contracts"  # it reads ../code too
     suite = yaml.safe_load((folder / "suite.yaml").read_text())
     suite["gates"] = {"contract-type/f1": {"max_drop": 0.02, "alpha": 0.05}}
     suite["base_model"] = str(base_checkpoint)

@@ -63,8 +63,14 @@ def _judge_rows(url: str) -> int:
 
 
 def test_a_local_judge_scores_and_compares_with_the_base_through_the_flow(
-    prefect_harness: None, base_checkpoint: Path, finetuned_checkpoint: Path, tmp_path: Path, sqlite_url: str
+    prefect_harness: None, base_checkpoint: Path, finetuned_checkpoint: Path, tmp_path: Path
 ) -> None:
+    # A database of its own: the session's shared one holds other tests' verdicts, which would be counted
+    # below (or answer from the cache what this test means to ask).
+    from posteval.db.migrate import upgrade
+
+    sqlite_url = f"sqlite:///{tmp_path / 'judged.db'}"
+    upgrade(sqlite_url)
     suite = _suite(tmp_path, "local", base_checkpoint, str(base_checkpoint))
     run_id = evaluate_checkpoint(
         checkpoint=str(finetuned_checkpoint), suite=str(suite), database_url=sqlite_url

@@ -246,7 +246,8 @@ def test_an_unknown_primary_is_refused_naming_the_file_and_the_field(tmp_path: P
         parse_suite(PRIMARY_SUITE.format(extra="primary: qa/acuracy"), tmp_path / "p.yaml")
     assert str(refused.value) == (
         f"{tmp_path / 'p.yaml'}: primary: 'qa/acuracy' is no DATASET/METRIC of the suite. "
-        "Did you mean 'qa/accuracy'? Expected one of qa/exact_match, qa/accuracy, gen/perplexity"
+        "Did you mean 'qa/accuracy'? Expected one of qa/exact_match, qa/accuracy, qa/human_score, "
+        "qa/human_win_rate, gen/perplexity"
     )
 
 

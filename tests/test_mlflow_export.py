@@ -141,7 +141,7 @@ def _evaluate(checkpoint: Path, suite: Path, url: str) -> str:
     """The run id of an evaluation through the flow, also when its gate fails."""
     try:
         return evaluate_checkpoint(
-            checkpoint=str(checkpoint), suite=str(suite), model_name="lineage", database_url=url
+            checkpoint=str(checkpoint), suite=str(suite), model_name="mlflow-lineage", database_url=url
         )
     except GateFailed as failed:
         return failed.run_id
@@ -238,7 +238,8 @@ def test_verdicts_are_tags_and_fingerprints_are_params(
             )
             assert tags["posteval.overfitting"] == health["overfitting"]["verdict"]
             assert tags["posteval.forgetting"] == health["forgetting"]["verdict"]
-            assert (tags["posteval.model"], tags["posteval.checkpoint"]) == ("lineage", checkpoint.path)
+            expected = ("mlflow-lineage", checkpoint.path)
+            assert (tags["posteval.model"], tags["posteval.checkpoint"]) == expected
             assert tags["posteval.step"] == str(checkpoint.training_step)
         assert (session.get_one(EvalRun, good).gate_status, session.get_one(EvalRun, bad).gate_status) == (
             "no_baseline",
@@ -304,6 +305,12 @@ def test_an_unreachable_mlflow_is_a_warning_on_the_run_not_a_failure(
     sqlite_url: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    from posteval.cli.common import quiet
+
+    # As `posteval evaluate` starts: the terminal quiet, the flow run's own log still in the Prefect API.
+    for name in ("PREFECT_LOGGING_LEVEL", "PREFECT_LOGGING_LOGGERS_PREFECT_LEVEL"):
+        monkeypatch.setenv(name, "CRITICAL")
+    quiet(verbose=False)
     down = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
     monkeypatch.setenv("POSTEVAL_MLFLOW_TRACKING_URI", down)
     monkeypatch.setenv("POSTEVAL_MLFLOW_EXPERIMENT", EXPERIMENT)

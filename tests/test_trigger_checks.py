@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from posteval.automation import FLOW_RUN_LOGGING, wait_for_checkpoint
+from posteval.automation import FLOW_RUN_LOGGING, training_completed, wait_for_checkpoint
 from posteval.db import queries
 from posteval.errors import CheckpointError
 from posteval.pipeline import record_trigger_failure
@@ -64,6 +64,27 @@ def test_trigger_refuses_a_checkpoint_whose_parent_folder_does_not_exist(tmp_pat
         f"error: checkpoint {checkpoint}: its parent folder {checkpoint.parent} does not exist "
         "(expected the folder the training job writes checkpoints into)"
     )
+
+
+def test_no_check_sends_paths_only_the_workers_see_and_hub_checkpoints_need_no_folder(tmp_path: Path) -> None:
+    """--no-check skips both checks (it gets as far as the server, which answers nothing here: exit 3); a
+    hf:// checkpoint has no parent folder to check, so it too gets as far as the server."""
+    unseen = _trigger(
+        "/checkpoints/run-7/checkpoint-5", "--suite", "/suites/s.yaml", "--no-check", cwd=tmp_path
+    )
+    hub = _trigger("hf://acme/tiny@main", "--suite", str(small_suite(tmp_path)), cwd=tmp_path)
+    event = training_completed("hf://acme/tiny@main", tmp_path / "s.yaml", base_model="hf://acme/base")
+    assert (event.checkpoint, event.model_name, event.base_model) == (
+        "hf://acme/tiny@main",
+        "tiny",
+        "hf://acme/base",
+    )
+    refused = (
+        "error: cannot send posteval.training.completed to the Prefect server at http://127.0.0.1:9/api: "
+    )
+    for result in (unseen, hub):
+        assert result.returncode == 3, result.stderr
+        assert result.stderr.strip().splitlines()[-1].startswith(refused)
 
 
 def test_the_idle_limit_is_a_setting_of_120_seconds_by_default(monkeypatch: pytest.MonkeyPatch) -> None:

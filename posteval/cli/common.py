@@ -31,20 +31,45 @@ DaskAddressOpt = Annotated[
 ]
 
 
+_NOISY = ("prefect", "docket", "uvicorn", "httpx")
+# Prefect's flow and task run loggers: what they say goes to the Prefect API (the UI's flow run log) at INFO
+# whatever the terminal shows.
+_RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
+
+
+class _TerminalFilter(logging.Filter):
+    """The terminal shows posteval's own lines; Prefect's and the libraries' only when they are critical."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.CRITICAL or not record.name.startswith(_NOISY)
+
+
 def quiet(verbose: bool) -> None:
-    """Keep Prefect's and the libraries' log lines out of the way unless asked for."""
+    """Keep Prefect's and the libraries' log lines out of the terminal unless asked for.
+
+    Only the terminal is quieted: a flow run's own log (Prefect's flow and task run loggers) still reaches
+    the Prefect API at INFO, so the run started here has its log in the Prefect UI like a served one.
+    """
     level = "INFO" if verbose else "CRITICAL"  # failures are reported once, by posteval
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", level)
     os.environ.setdefault("PREFECT_LOGGING_LOGGERS_PREFECT_LEVEL", level)
+    for name in _RUN_LOGGERS:
+        os.environ.setdefault(f"PREFECT_LOGGING_LOGGERS_{name.upper().replace('.', '_')}_LEVEL", "INFO")
+        logging.getLogger(name).setLevel(logging.INFO)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "info" if verbose else "error")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
-    if not verbose:  # a failed task is reported once, by us, not with Prefect's traceback
-        for name in ("prefect", "docket", "uvicorn", "httpx"):
+    root = logging.getLogger()
+    if not root.handlers:
+        terminal = logging.StreamHandler()
+        terminal.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        root.addHandler(terminal)
+        root.setLevel(logging.INFO if verbose else logging.WARNING)
+        if not verbose:  # a failed task is reported once, by us, not with Prefect's traceback
+            terminal.addFilter(_TerminalFilter())
+    if not verbose:
+        for name in _NOISY:
             logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
