@@ -38,6 +38,16 @@ def posteval_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     get_settings.cache_clear()
 
 
+@pytest.fixture(autouse=True)
+def fresh_settings() -> Iterator[None]:
+    """Settings are read anew after every test (after its monkeypatch is undone): a test that failed
+    before clearing the cache must not leave its environment (a dead MLflow server) to the next ones."""
+    from posteval.settings import get_settings
+
+    yield
+    get_settings.cache_clear()
+
+
 def _postgres_database() -> Iterator[str]:
     """A fresh PostgreSQL database for the session; fails under CI=true, skips elsewhere, if unreachable."""
     from sqlalchemy.engine import make_url

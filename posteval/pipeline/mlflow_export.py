@@ -15,8 +15,11 @@ inside :func:`log_run` alone, so nothing of it is loaded while no tracking URI i
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -164,6 +167,22 @@ def log_run(run_id: str, *, tracking_uri: str, experiment: str, database_url: st
     return mlflow_run
 
 
+# MLflow's own default retries a dead server 7 times with backoff (about 4 minutes per request): every run
+# would wait that long to record a warning. Unless the user set them, the export tries 3 times, 10 s each.
+EXPORT_HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+
+
+@contextlib.contextmanager
+def _bounded_retries() -> Iterator[None]:
+    unset = [name for name in EXPORT_HTTP_DEFAULTS if name not in os.environ]
+    os.environ.update({name: EXPORT_HTTP_DEFAULTS[name] for name in unset})
+    try:
+        yield
+    finally:
+        for name in unset:
+            os.environ.pop(name, None)
+
+
 def export(run_id: str, *, tracking_uri: str, experiment: str, database_url: str | None = None) -> Export:
     """:func:`log_run`, with a failure (server down, refused request) turned into a warning on the run.
 
@@ -171,9 +190,10 @@ def export(run_id: str, *, tracking_uri: str, experiment: str, database_url: str
     password in the tracking URI masked) replaces an earlier one, and a successful export removes it.
     """
     try:
-        mlflow_run: str | None = log_run(
-            run_id, tracking_uri=tracking_uri, experiment=experiment, database_url=database_url
-        )
+        with _bounded_retries():
+            mlflow_run: str | None = log_run(
+                run_id, tracking_uri=tracking_uri, experiment=experiment, database_url=database_url
+            )
         warning = None
     except Exception as exc:
         password = urlsplit(tracking_uri).password
