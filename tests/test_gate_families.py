@@ -160,6 +160,9 @@ def test_the_issue_reproduction_exits_1_with_the_gate_summary_and_reports(
     suite = yaml.safe_load((folder / "suite.yaml").read_text())
     suite["gates"] = {"contract-type/f1": {"max_drop": 0.02, "alpha": 0.05}}
     suite["base_model"] = str(base_checkpoint)
+    for dataset in suite["datasets"]:  # as `posteval demo` does: the local judge is the base model
+        if "judge" in dataset:
+            dataset["judge"]["model"] = str(base_checkpoint)
     (folder / "suite.yaml").write_text(yaml.safe_dump(suite, sort_keys=False))
     runner = CliRunner()
     first = runner.invoke(

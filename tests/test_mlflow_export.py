@@ -258,7 +258,7 @@ def test_the_html_report_is_an_artifact(
     local = Path(tracking.download_artifacts(mlflow_run, "posteval/report.html", str(tmp_path)))
     page = local.read_text(encoding="utf-8")
     assert page.startswith("<!doctype html>")
-    assert f"<title>posteval report: lineage on mlflow-gated, run {bad[:12]}</title>" in page
+    assert f"<title>posteval report: mlflow-lineage on mlflow-gated, run {bad[:12]}</title>" in page
 
 
 def test_a_second_identical_evaluation_makes_no_second_mlflow_run(

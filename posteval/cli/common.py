@@ -32,9 +32,10 @@ DaskAddressOpt = Annotated[
 
 
 _NOISY = ("prefect", "docket", "uvicorn", "httpx")
-# Prefect's flow and task run loggers: what they say goes to the Prefect API (the UI's flow run log) at INFO
-# whatever the terminal shows.
-_RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
+# Prefect's flow and task run loggers: what they say goes to the Prefect API (the UI's flow run log) whatever
+# the terminal shows.
+# Task runs at WARNING, as under `posteval serve`: their INFO is Prefect's "Finished in state ..." chatter.
+_RUN_LOGGERS = {"prefect.flow_runs": "INFO", "prefect.task_runs": "WARNING"}
 
 
 class _TerminalFilter(logging.Filter):
@@ -48,14 +49,15 @@ def quiet(verbose: bool) -> None:
     """Keep Prefect's and the libraries' log lines out of the terminal unless asked for.
 
     Only the terminal is quieted: a flow run's own log (Prefect's flow and task run loggers) still reaches
-    the Prefect API at INFO, so the run started here has its log in the Prefect UI like a served one.
+    the Prefect API (flow runs at INFO, task runs at WARNING), so the run started here has its log in
+    the Prefect UI like a served one.
     """
     level = "INFO" if verbose else "CRITICAL"  # failures are reported once, by posteval
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", level)
     os.environ.setdefault("PREFECT_LOGGING_LOGGERS_PREFECT_LEVEL", level)
-    for name in _RUN_LOGGERS:
-        os.environ.setdefault(f"PREFECT_LOGGING_LOGGERS_{name.upper().replace('.', '_')}_LEVEL", "INFO")
-        logging.getLogger(name).setLevel(logging.INFO)
+    for name, run_level in _RUN_LOGGERS.items():
+        os.environ.setdefault(f"PREFECT_LOGGING_LOGGERS_{name.upper().replace('.', '_')}_LEVEL", run_level)
+        logging.getLogger(name).setLevel(run_level)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "info" if verbose else "error")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
