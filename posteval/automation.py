@@ -22,6 +22,7 @@ from posteval.inputs.checkpoint import (
     content_files,
     default_model_name,
 )
+from posteval.inputs.hub import split_revision
 from posteval.inputs.suite import load_suite
 from posteval.settings import get_settings
 
@@ -91,9 +92,10 @@ def training_completed(
     spec = str(checkpoint)
     if spec.startswith(OPENAI_PREFIX):
         name = model_name or spec.removeprefix(OPENAI_PREFIX).rpartition("@")[0]
-        return TrainingCompleted(spec, str(Path(suite).resolve()), name, step, None)
+        return TrainingCompleted(spec, _absolute(suite), name, step, None)
     if spec.startswith(HUB_PREFIX):  # a Hub repository (hf://ORG/NAME[@REVISION]): no folder to resolve
-        name = model_name or spec.removeprefix(HUB_PREFIX).partition("@")[0].split("/")[-1]
+        repo_id, _ = split_revision(spec.removeprefix(HUB_PREFIX))
+        name = model_name or repo_id.split("/")[-1]  # as resolve_checkpoint names a Hub checkpoint
         return TrainingCompleted(
             spec, _absolute(suite), name, step, _absolute(base_model) if base_model else None
         )

@@ -33,8 +33,7 @@ DaskAddressOpt = Annotated[
 
 _NOISY = ("prefect", "docket", "uvicorn", "httpx")
 # Prefect's flow and task run loggers: what they say goes to the Prefect API (the UI's flow run log) whatever
-# the terminal shows.
-# Task runs at WARNING, as under `posteval serve`: their INFO is Prefect's "Finished in state ..." chatter.
+# the terminal shows. Task runs at WARNING, as under `posteval serve`: their INFO is "Finished in state ...".
 _RUN_LOGGERS = {"prefect.flow_runs": "INFO", "prefect.task_runs": "WARNING"}
 
 
