@@ -117,15 +117,23 @@ def test_prefect_deploy_from_a_copy_of_the_repository_evaluates_an_event_on_a_pr
             return done[0] if done else None
 
         run = poll("the worker's flow run", finished, timeout=600, logs=prefect_server.logs)
+        assert run["state"]["type"] == "COMPLETED", run["state"]["message"]
+
+        # The flow run process ships its log in batches, also after its state is set: read until posteval's
+        # line arrives, with the worker (and so the flow run's process) still alive.
+        def logged() -> bool:
+            found = httpx.post(
+                f"{api}/logs/filter",
+                json={"logs": {"flow_run_id": {"any_": [run["id"]]}}, "limit": 200},
+                timeout=10,
+            ).json()
+            return any(m["message"].startswith("training of contracts-ft completed at step ") for m in found)
+
+        poll("posteval's line in the flow run's log", logged, timeout=60, logs=prefect_server.logs)
     finally:
         stop(worker)
-    assert run["state"]["type"] == "COMPLETED", run["state"]["message"]
     engine = create_engine(f"sqlite:///{database}")
     with Session(engine) as session:
         stored = session.scalars(select(EvalRun)).all()
     engine.dispose()
     assert [(r.status, r.trigger, r.model_name) for r in stored] == [("succeeded", "event", "contracts-ft")]
-    logs = httpx.post(
-        f"{api}/logs/filter", json={"logs": {"flow_run_id": {"any_": [run["id"]]}}, "limit": 200}, timeout=10
-    ).json()
-    assert any(log["message"].startswith("training of contracts-ft completed at step ") for log in logs)
