@@ -49,42 +49,62 @@ def stat_key(path: Path) -> str:
     )
 
 
-class FileHashCache:
-    """A small JSON index from a file's :func:`stat_key` to its sha256, written atomically."""
+def path_stamp(path: Path, *, recursive: bool = True) -> tuple[str, ...]:
+    """Every file's :func:`stat_key` under ``path`` (a file, or a folder's files: all, or only its own
+    with ``recursive=False``), sorted; empty when nothing is there.
 
-    def __init__(self, index_path: Path | None = None) -> None:
-        self.index_path = index_path or get_settings().cache_dir / "file_hashes.json"
-        self._entries: dict[str, str] | None = None
-        self._dirty = False
+    What identifies the content of everything a loader may read there, without reading it: an edited
+    file changes the stamp even when copied over with preserved times and the same total size.
+    """
+    if not path.exists():
+        return ()
+    if not path.is_dir():
+        return (stat_key(path),)
+    files = path.rglob("*") if recursive else path.iterdir()
+    return tuple(sorted(stat_key(f) for f in files if f.is_file()))
 
-    def _load(self) -> dict[str, str]:
+
+class JsonIndex:
+    """A small JSON object on disk, read once per instance and replaced atomically on every change, so
+    concurrent processes never read half a file (a lost concurrent write only costs a recomputation)."""
+
+    def __init__(self, index_path: Path) -> None:
+        self.index_path = index_path
+        self._entries: dict[str, Any] | None = None
+
+    def entries(self) -> dict[str, Any]:
         if self._entries is None:
             try:
-                self._entries = json.loads(self.index_path.read_text())
+                loaded = json.loads(self.index_path.read_text())
+                self._entries = loaded if isinstance(loaded, dict) else {}
             except (OSError, ValueError):
                 self._entries = {}
         return self._entries
 
-    def file_sha256(self, path: Path) -> str:
-        """sha256 of ``path``'s content, from the index when nothing a copy or rewrite changes has changed."""
-        key = stat_key(path)
-        entries = self._load()
-        if key not in entries:
-            entries[key] = _hash_file(path)
-            self._dirty = True
-            self.flush()
-        return entries[key]
-
-    def flush(self) -> None:
-        """Write the index if it changed (atomically, so concurrent workers never read half a file)."""
-        if not self._dirty or self._entries is None:
-            return
+    def put(self, key: str, value: Any) -> None:
+        """Set ``key`` and write the index."""
+        self.entries()[key] = value
         self.index_path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.index_path.parent, suffix=".tmp")
         with os.fdopen(fd, "w") as handle:
             json.dump(self._entries, handle)
         os.replace(tmp, self.index_path)
-        self._dirty = False
+
+
+class FileHashCache:
+    """A JSON index from a file's :func:`stat_key` to its sha256."""
+
+    def __init__(self, index_path: Path | None = None) -> None:
+        self.index = JsonIndex(index_path or get_settings().cache_dir / "file_hashes.json")
+
+    def file_sha256(self, path: Path) -> str:
+        """sha256 of ``path``'s content, from the index when nothing a copy or rewrite changes has changed."""
+        key = stat_key(path)
+        known = self.index.entries().get(key)
+        if not isinstance(known, str):
+            known = _hash_file(path)
+            self.index.put(key, known)
+        return known
 
 
 def fingerprint_files(root: Path, files: Iterable[Path], cache: FileHashCache | None = None) -> str:

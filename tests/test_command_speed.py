@@ -1,5 +1,5 @@
 """What keeps the whole command fast, checked as behaviour (never as timings): the help and read commands
-import no model or metric library, the report no torch; `evaluate --profile` says where the time went;
+and a cached re-run import no model or metric library, the report no torch; `evaluate --profile` says where the time went;
 a local Prefect server started once is reused by evaluations, whose flow runs it records."""
 
 from __future__ import annotations
@@ -133,6 +133,15 @@ def test_read_commands_import_no_model_or_metric_library(
     assert _imported(home, "runs", "show", first) == []
     assert _imported(home, "history", "accuracy", "--model", "contracts-ft") == []
     assert _imported(home, "compare", first, second) == []
+
+
+def test_a_cached_rerun_imports_no_model_or_metric_library(
+    home: Path, two_runs: list[dict[str, object]], finetuned_checkpoint: Path
+) -> None:
+    """The same checkpoint and suite again: the checks and fingerprints the first run computed with torch,
+    transformers and datasets are remembered (posteval.remembered), and every output is stored."""
+    args = ("evaluate", str(finetuned_checkpoint), "--suite", str(home / "suite.yaml"))
+    assert _imported(home, *args) == []
 
 
 def test_the_report_imports_no_torch(home: Path, two_runs: list[dict[str, object]]) -> None:

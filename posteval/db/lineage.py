@@ -7,9 +7,12 @@ order by :func:`lineage_key`, so they never disagree about which run came first.
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
 NO_STEP = -1  # a checkpoint without a training step sorts before step 0
 
@@ -22,7 +25,7 @@ def utc(moment: datetime) -> datetime:
 
 def lineage_key(step: int | float | None, run_created: datetime) -> tuple[int, datetime]:
     """The sort key of a run in its model's lineage: (training step, run creation time)."""
-    missing = step is None or (isinstance(step, float) and pd.isna(step))
+    missing = step is None or (isinstance(step, float) and math.isnan(step))
     return (NO_STEP if missing else int(step), utc(run_created))  # type: ignore[arg-type]
 
 

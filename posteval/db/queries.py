@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -26,6 +25,9 @@ from posteval.db.models import (
 )
 from posteval.db.reads import RUN_PATH, RUN_STEP
 from posteval.errors import InputError
+
+if TYPE_CHECKING:  # pandas is imported by the functions that build a frame: the flow's gate needs none
+    import pandas as pd
 
 RUN_COLUMNS = [
     "run_id",
@@ -100,6 +102,8 @@ def runs(
         if status in (None, "failed") and not suite and not gate:
             rows += _trigger_failures(session, model, since, limit)
     rows.sort(key=lambda row: _aware(row[RUN_COLUMNS.index("created_at")]), reverse=True)
+    import pandas as pd
+
     return pd.DataFrame(rows[:limit], columns=RUN_COLUMNS)
 
 
@@ -179,6 +183,8 @@ def run_metrics(run_id: str, *, database_url: str | None = None) -> pd.DataFrame
     )
     with session_scope(database_url) as session:
         rows = session.execute(query).all()
+    import pandas as pd
+
     return pd.DataFrame([tuple(r) for r in rows], columns=METRIC_COLUMNS)
 
 
@@ -254,6 +260,8 @@ def loss_curve(checkpoint_id: int, *, database_url: str | None = None) -> pd.Dat
     )
     with session_scope(database_url) as session:
         rows = session.execute(query).all()
+    import pandas as pd
+
     return pd.DataFrame([tuple(r) for r in rows], columns=["step", "split", "value"])
 
 
@@ -331,5 +339,7 @@ def metric_history(
             f"metric {metric!r} was never recorded for model {model!r}{where}; "
             f"recorded: {', '.join(sorted(recorded))}"
         )
+    import pandas as pd
+
     frame = pd.DataFrame([tuple(r) for r in rows], columns=HISTORY_COLUMNS)
     return in_lineage_order(frame)

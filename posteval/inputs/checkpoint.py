@@ -154,6 +154,17 @@ def adapter_base_path(folder: Path, override: str | Path | None = None) -> Path:
     return base.resolve()
 
 
+def tokenizer_path(checkpoint: CheckpointInfo) -> str:
+    """Where the checkpoint's tokenizer lives: its folder, or an adapter's base when it has none."""
+    if checkpoint.is_adapter and checkpoint.base_path is not None:
+        has_tokenizer = any(
+            (checkpoint.path / name).exists() for name in ("tokenizer.json", "tokenizer_config.json")
+        )
+        if not has_tokenizer:
+            return str(checkpoint.base_path)
+    return str(checkpoint.path)
+
+
 def default_model_name(folder: Path) -> str:
     """The folder's name, or its parent's for Trainer's ``checkpoint-<step>`` folders."""
     folder = folder.resolve()

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import cache
+from types import ModuleType
 from typing import Any
-
-import datasets
 
 from posteval.errors import DatasetError
 from posteval.hashing import FileHashCache, fingerprint_files, sha256_json
@@ -21,9 +21,17 @@ from posteval.settings import get_settings
 
 _BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 
-datasets.disable_progress_bars()
-datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # its errors reach the user through ours
 log = logging.getLogger(__name__)
+
+
+@cache
+def _datasets() -> ModuleType:
+    """`datasets`, imported where a file needs it (JSON lines and CSV are read without it)."""
+    import datasets
+
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # its errors reach the user through ours
+    return datasets
 
 
 @dataclass(frozen=True)
@@ -95,6 +103,7 @@ def _read_rows(spec: DatasetSpec) -> tuple[list[dict[str, Any]], list[int] | Non
         return read_jsonl(spec.name, path)
     if path.is_file() and suffix == ".csv":
         return read_csv(spec.name, path)
+    datasets = _datasets()
     if path.is_dir():
         try:
             loaded = datasets.load_from_disk(str(path))

@@ -17,13 +17,15 @@ import json
 import logging
 import os
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from posteval.errors import CheckpointError, InputError
+from posteval.hashing import path_stamp
 from posteval.inputs.checkpoint import CheckpointInfo, content_files
+from posteval.remembered import remembered
 from posteval.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -31,6 +33,8 @@ log = logging.getLogger(__name__)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model")
 MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit on the JSON header
 SHOWN = 5  # names listed in a message before "and N more"
+# What loading a checkpoint depends on besides its files: a remembered check is redone after an upgrade.
+LOADING_LIBRARIES = ("torch", "transformers", "tokenizers", "safetensors", "peft")
 
 _passed: set[tuple[str, str, str]] = set()  # (location, fingerprint, device) already checked
 
@@ -53,10 +57,12 @@ def preflight(info: CheckpointInfo) -> None:
 
 
 def check_device(requested: str) -> None:
-    """POSTEVAL_DEVICE names a device this machine has ("auto" always does)."""
+    """POSTEVAL_DEVICE names a device this machine has ("auto" and "cpu" always do)."""
+    kind, _, index = requested.partition(":")
+    if kind not in ("cuda", "mps"):
+        return
     import torch
 
-    kind, _, index = requested.partition(":")
     if kind == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
@@ -83,17 +89,32 @@ def check_api_key(variable: str | None) -> None:
 
 
 def check_hf_folder(info: CheckpointInfo) -> None:
-    """Weight files whole, config known, weights fitting the architecture, tokenizer loading."""
+    """Weight files whole, config known, weights fitting the architecture, tokenizer loading.
+
+    The weight files' headers are read every time (no library needed); the architecture and tokenizer
+    checks, which import transformers, are remembered for the folders' unchanged files
+    (:mod:`posteval.remembered`): a re-run of the same checkpoint imports neither torch nor transformers.
+    """
     folders = [info.path] if info.base_path is None else [info.path, info.base_path]
     for folder in folders:
         for path in content_files(folder):
             check_weight_file(folder, path)
     model_folder = info.base_path if info.is_adapter and info.base_path is not None else info.path
-    check_architecture(model_folder)
+    _passed_before("architecture", model_folder, check_architecture)
     tokenizer_folder = info.path
     if info.is_adapter and info.base_path is not None and not _has_tokenizer(info.path):
         tokenizer_folder = info.base_path
-    check_tokenizer(tokenizer_folder)
+    _passed_before("tokenizer", tokenizer_folder, check_tokenizer)
+
+
+def _passed_before(kind: str, folder: Path, check: Callable[[Path], None]) -> None:
+    """``check(folder)``, unless it passed before on the folder's files as they are now."""
+
+    def passes() -> bool:
+        check(folder)
+        return True
+
+    remembered(kind, [path_stamp(folder, recursive=False)], passes, libraries=LOADING_LIBRARIES)
 
 
 def check_weight_file(folder: Path, path: Path) -> None:

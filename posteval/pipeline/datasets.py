@@ -1,16 +1,18 @@
 """The dataset cache: each held-out set loaded, validated and fingerprinted once per process while its
-files are unchanged.
+files are unchanged, and its fingerprint and row count remembered across processes
+(:mod:`posteval.remembered`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
+from typing import Any
 
-from posteval.hashing import stat_key
+from posteval.hashing import path_stamp
 from posteval.inputs.data import LoadedDataset, load_dataset
 from posteval.inputs.suite import DatasetSpec
+from posteval.remembered import remembered
 
 
 @dataclass(frozen=True)
@@ -28,26 +30,35 @@ def _load_cached(spec_json: str, stamp: tuple[str, ...]) -> LoadedDataset:
     return load_dataset(DatasetSpec.model_validate_json(spec_json))
 
 
-def _stamp(path: Path) -> tuple[str, ...]:
-    """Every file's :func:`~posteval.hashing.stat_key` (path, inode, size, mtime, ctime), sorted.
-
-    An edited dataset is loaded again, not served stale, even when it was copied over with preserved
-    times and the same total size.
-    """
-    if not path.exists():
-        return ()
-    files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else [path]
-    return tuple(sorted(stat_key(f) for f in files))
-
-
 def load(spec: DatasetSpec) -> LoadedDataset:
     """The dataset ``spec`` names, loaded once per process while its files are unchanged."""
-    return _load_cached(spec.model_dump_json(), _stamp(spec.path))
+    return _load_cached(spec.model_dump_json(), path_stamp(spec.path))
 
 
 def prepare_dataset(spec: DatasetSpec) -> DatasetRef:
-    """Load, validate and fingerprint one dataset."""
-    loaded = load(spec)
+    """Load, validate and fingerprint one dataset; for unchanged local files, what that gave last time.
+
+    Validation and the fingerprint depend only on the spec and the files (their stat keys name their
+    content), so a re-run of the same files imports no `datasets` and reads no row. A hub dataset's
+    revision is resolved anew each time.
+    """
+    stamp = path_stamp(spec.path)
+    if not stamp:
+        return _ref(spec, load(spec))
+    facts = remembered(
+        "dataset",
+        [spec.model_dump_json(), stamp],
+        lambda: _facts(_ref(spec, load(spec))),
+        libraries=("datasets", "pyarrow"),
+    )
+    return DatasetRef(spec=spec, **facts)
+
+
+def _facts(ref: DatasetRef) -> dict[str, Any]:
+    return {"fingerprint": ref.fingerprint, "row_count": ref.row_count, "location": ref.location}
+
+
+def _ref(spec: DatasetSpec, loaded: LoadedDataset) -> DatasetRef:
     return DatasetRef(
         spec=spec,
         fingerprint=loaded.fingerprint,

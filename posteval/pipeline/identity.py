@@ -12,9 +12,8 @@ from posteval.inputs.checkpoint import CheckpointInfo
 from posteval.inputs.suite import DatasetSpec, LoadedSuite, Suite
 from posteval.pipeline.code import sampling_settings
 from posteval.pipeline.datasets import DatasetRef
-from posteval.runners import tokenization_policy
+from posteval.runners import dtype_name, tokenization_policy
 from posteval.runners.chat import prompting
-from posteval.runners.hf import pick_device, pick_dtype
 from posteval.settings import get_settings
 
 
@@ -34,7 +33,7 @@ def output_settings(suite: Suite, spec: DatasetSpec, checkpoint: CheckpointInfo)
         "prompt": spec.prompt,
     }
     if checkpoint.runner == "hf":
-        settings["dtype"] = str(pick_dtype(pick_device(app.device), app.dtype))
+        settings["dtype"] = dtype_name(app.device, app.dtype)
         settings["max_length"] = app.max_length
     # The resolved tokenization policy decides what the model conditions on (for a served model it
     # holds bos_text): a changed policy is a new config, never a silent cache hit.

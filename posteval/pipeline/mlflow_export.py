@@ -28,7 +28,6 @@ from posteval.db import queries, reads, repo
 from posteval.db.engine import session_scope
 from posteval.db.retry import retry_transient
 from posteval.errors import InputError, short_error
-from posteval.views.report import write_report
 
 RUN_TAG = "posteval.run_id"
 REPORT_FOLDER = "posteval"  # the report is the artifact posteval/report.html
@@ -161,6 +160,8 @@ def log_run(run_id: str, *, tracking_uri: str, experiment: str, database_url: st
         window = slice(start, start + PARAMS_TAGS_PER_BATCH)
         client.log_batch(mlflow_run, params=params[window], tags=tags[window])
     with tempfile.TemporaryDirectory() as folder:
+        from posteval.views.report import write_report  # matplotlib: only where a run is exported
+
         report = write_report(run_id, Path(folder) / "report.html", database_url=database_url)
         client.log_artifact(mlflow_run, str(report), artifact_path=REPORT_FOLDER)
     client.set_terminated(mlflow_run, "FINISHED", end_time=facts.finished_ms)

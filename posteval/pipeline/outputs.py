@@ -21,7 +21,7 @@ from posteval.pipeline.code import generation_options, sample_keys
 from posteval.pipeline.datasets import DatasetRef, load
 from posteval.pipeline.identity import config_hash
 from posteval.pipeline.shards import shard_range
-from posteval.runners import get_runner
+from posteval.runners import check_dtype, get_runner
 from posteval.runners.base import GenerationOptions, Loglikelihood, Runner, templated_prompts
 from posteval.runners.chat import Prompting, model_inputs, served_messages
 from posteval.runners.openai import OpenAIRunner
@@ -178,6 +178,7 @@ def run_model(
         return []
     with timing.phase("model load"):  # once per checkpoint and process (get_runner keeps it)
         runner = get_runner(checkpoint, settings.device, settings.dtype, suite.bos)
+    check_dtype(runner, settings.device, settings.dtype)
     warnings_before = len(runner.warnings)
     if spec.kind == "code":
         produce, verb = _sampled_rows, "generating programs"

@@ -7,9 +7,16 @@ the pipeline, the face, the flows or Prefect.
 
 from __future__ import annotations
 
+import glob
+import os
+import socket
 from functools import lru_cache
+from pathlib import Path
 
-from posteval.inputs.checkpoint import CheckpointInfo
+from posteval.errors import RunnerError
+from posteval.hashing import path_stamp
+from posteval.inputs.checkpoint import CheckpointInfo, tokenizer_path
+from posteval.remembered import remembered, remembered_index
 from posteval.runners.base import BosMode, Runner
 from posteval.settings import get_settings
 
@@ -28,10 +35,46 @@ def tokenization_policy(checkpoint: CheckpointInfo, bos: BosMode = "auto") -> di
 
 @lru_cache(maxsize=8)
 def _hf_policy(checkpoint: CheckpointInfo, bos: BosMode) -> dict[str, object]:
-    # The fingerprint (part of CheckpointInfo) covers the tokenizer files, so the cache cannot go stale.
-    from posteval.runners.hf import checkpoint_policy
+    """Remembered for the tokenizer folder's unchanged files (:mod:`posteval.remembered`)."""
 
-    return checkpoint_policy(checkpoint, bos).describe()
+    def resolve() -> dict[str, object]:
+        from posteval.runners.hf import checkpoint_policy
+
+        return checkpoint_policy(checkpoint, bos).describe()
+
+    folder = Path(tokenizer_path(checkpoint))
+    stamp = path_stamp(folder, recursive=False)
+    return remembered("tokenization", [stamp, bos], resolve, libraries=("transformers", "tokenizers"))
+
+
+def dtype_name(device: str = "auto", dtype: str = "auto") -> str:
+    """The torch dtype (as ``str(torch.float32)``) a runner asked for ``device`` and ``dtype`` uses here.
+
+    Remembered per machine (host name, visible CUDA devices, torch version), so identity needs no torch
+    import; the model stage checks it against the loaded runner's (:func:`check_dtype`).
+    """
+
+    def resolve() -> str:
+        from posteval.runners.hf import pick_device, pick_dtype
+
+        return str(pick_dtype(pick_device(device), dtype))
+
+    gpus = sorted(glob.glob("/dev/nvidia*"))
+    machine = [socket.gethostname(), os.environ.get("CUDA_VISIBLE_DEVICES"), gpus]
+    return remembered("dtype", [device, dtype, *machine], resolve, libraries=("torch",))
+
+
+def check_dtype(runner: Runner, device: str, dtype: str) -> None:
+    """The loaded model computes in the dtype the run's identity names; else fail before any output is
+    stored under a config hash that does not describe it (a GPU gone since the dtype was remembered)."""
+    loaded = getattr(runner, "dtype", None)
+    expected = dtype_name(device, dtype)
+    if loaded is not None and str(loaded) != expected:
+        raise RunnerError(
+            f"the model loaded as {loaded} on {getattr(runner, 'device', '?')}, but this machine was "
+            f"remembered to give {expected} for device={device} dtype={dtype} (its devices changed?): "
+            f"delete {remembered_index()} and evaluate again"
+        )
 
 
 @lru_cache(maxsize=2)

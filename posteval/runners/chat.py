@@ -11,18 +11,21 @@ assistant turn, with no target delimiter (lm-evaluation-harness's convention und
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from posteval.errors import CheckpointError, InputError
-from posteval.hashing import sha256_json
-from posteval.inputs.checkpoint import CheckpointInfo
+from posteval.hashing import path_stamp, sha256_json
+from posteval.inputs.checkpoint import CheckpointInfo, tokenizer_path
 from posteval.inputs.data import LoadedDataset
 from posteval.inputs.prompting import Shots, chat_messages, draw_shots, text_prompt
 from posteval.inputs.suite import DatasetSpec, Suite
+from posteval.remembered import remembered
 
+TOKENIZER_LIBRARIES = ("transformers", "tokenizers")
 SERVER_TEMPLATE = "server"  # a served model renders its own template (/v1/chat/completions)
 
 
@@ -37,9 +40,16 @@ def _tokenizer(folder: str) -> Any:
 
 
 def checkpoint_template(folder: Path) -> str | None:
-    """The chat template of the tokenizer in ``folder`` (tokenizer_config.json or chat_template.jinja)."""
-    template = _tokenizer(str(folder)).chat_template
-    return template if isinstance(template, str) and template else None
+    """The chat template of the tokenizer in ``folder`` (tokenizer_config.json or chat_template.jinja),
+    remembered for the folder's unchanged files (:mod:`posteval.remembered`)."""
+
+    def load() -> str | None:
+        template = _tokenizer(str(folder)).chat_template
+        return template if isinstance(template, str) and template else None
+
+    return remembered(
+        "chat template", [path_stamp(folder, recursive=False)], load, libraries=TOKENIZER_LIBRARIES
+    )
 
 
 def resolve_chat(suite: Suite, checkpoint: CheckpointInfo) -> Suite:
@@ -49,8 +59,6 @@ def resolve_chat(suite: Suite, checkpoint: CheckpointInfo) -> Suite:
     scoring on a served model without a ``tokenizer:`` folder (its chat endpoint returns no prompt
     log-probs, so the client must render and score through /v1/completions).
     """
-    from posteval.runners.hf import tokenizer_path
-
     folder = suite.tokenizer
     if folder is None and checkpoint.runner == "hf":
         folder = Path(tokenizer_path(checkpoint))
@@ -118,7 +126,24 @@ def prompting(suite: Suite, spec: DatasetSpec) -> Prompting:
 
 @lru_cache(maxsize=32)
 def _shots_cached(spec_json: str) -> Shots:
-    return draw_shots(DatasetSpec.model_validate_json(spec_json))
+    spec = DatasetSpec.model_validate_json(spec_json)
+    assert spec.fewshot is not None
+    source = spec.path if spec.fewshot.is_split() else Path(spec.fewshot.source)
+    stamp = path_stamp(source)
+    if not stamp:  # a hub source: its revision is resolved anew each time
+        return draw_shots(spec)
+    return remembered(
+        "few-shot draw",
+        [spec_json, stamp],
+        lambda: draw_shots(spec),
+        libraries=("datasets", "pyarrow"),
+        encode=dataclasses.asdict,
+        decode=lambda stored: Shots(
+            pairs=tuple((prompt, answer) for prompt, answer in stored["pairs"]),
+            keys=tuple(stored["keys"]),
+            source_fingerprint=stored["source_fingerprint"],
+        ),
+    )
 
 
 def _shots(spec: DatasetSpec) -> Shots:

@@ -16,7 +16,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from posteval.errors import CheckpointError, InputError
-from posteval.inputs.checkpoint import CheckpointInfo
+from posteval.inputs.checkpoint import CheckpointInfo, tokenizer_path
 from posteval.inputs.preflight import load_report_problems
 from posteval.runners.base import (
     Batch,
@@ -98,17 +98,6 @@ def prefix_policy(tokenizer: PreTrainedTokenizerBase, mode: BosMode) -> PrefixPo
     """The tokenization policy for ``tokenizer``: its own prefix, and bos (else eos) for empty contexts."""
     bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
     return PrefixPolicy(mode=mode, own=tokenizer_prefix(tokenizer), bos=None if bos is None else [int(bos)])
-
-
-def tokenizer_path(checkpoint: CheckpointInfo) -> str:
-    """Where the checkpoint's tokenizer lives: its folder, or an adapter's base when it has none."""
-    if checkpoint.is_adapter and checkpoint.base_path is not None:
-        has_tokenizer = any(
-            (checkpoint.path / name).exists() for name in ("tokenizer.json", "tokenizer_config.json")
-        )
-        if not has_tokenizer:
-            return str(checkpoint.base_path)
-    return str(checkpoint.path)
 
 
 def checkpoint_policy(checkpoint: CheckpointInfo, mode: BosMode) -> PrefixPolicy[list[int]]:
