@@ -9,11 +9,9 @@ statistics. ROUGE is the mean of rouge-score's per-example scores (0-1), with a 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from sacrebleu.metrics import BLEU, CHRF
-from sacrebleu.metrics.base import Metric
 
 from posteval.evaluators.base import EvalInputs, register_aggregator, register_metric
 from posteval.evaluators.common import (
@@ -23,6 +21,9 @@ from posteval.evaluators.common import (
     require_references,
 )
 from posteval.results import MetricResult
+
+if TYPE_CHECKING:  # sacrebleu is imported where a metric is computed: loading a suite needs only the names
+    from sacrebleu.metrics.base import Metric
 
 # Tokenizers that need no extra package (ja-mecab, ko-mecab and the spm ones do).
 Tokenizer = Literal["13a", "intl", "char", "zh", "none"]
@@ -39,6 +40,8 @@ def reference_streams(references: Sequence[Any]) -> list[list[str | None]]:
 
 
 def _corpus_metric(metric: str, settings: dict[str, Any]) -> Metric:
+    from sacrebleu.metrics import BLEU, CHRF
+
     return BLEU(**settings) if metric == "bleu" else CHRF(**settings)
 
 
@@ -98,6 +101,8 @@ def bleu(
         "smooth_method": smooth_method,
         "smooth_value": smooth_value,
     }
+    from sacrebleu.metrics import BLEU
+
     corpus = BLEU(**settings)
     sentence = BLEU(**settings, effective_order=True)
     return _sacrebleu_result("bleu", corpus, sentence, inputs, settings)
@@ -123,6 +128,8 @@ def chrf(
         "whitespace": whitespace,
         "eps_smoothing": eps_smoothing,
     }
+    from sacrebleu.metrics import CHRF
+
     metric = CHRF(**settings)
     return _sacrebleu_result("chrf", metric, metric, inputs, settings)
 

@@ -1,6 +1,7 @@
 """What keeps the whole command fast, checked as behaviour (never as timings): the help and read commands
-and a cached re-run import no model or metric library, the report no torch; `evaluate --profile` says where the time went;
-a local Prefect server started once is reused by evaluations, whose flow runs it records."""
+and a cached re-run import no model or metric library, the report no torch; `evaluate --profile` says
+where the time went; a local Prefect server started once is reused by evaluations, whose flow runs it
+records; flow runs on a server posteval started send no heartbeats."""
 
 from __future__ import annotations
 
@@ -196,3 +197,22 @@ def test_profile_says_where_the_time_went(home: Path, local_server: str, base_ch
     assert all(s >= 0 for s in seconds)
     assert sum(seconds[:-1]) == pytest.approx(seconds[-1], abs=0.01 * len(seconds))
     assert rows[-1][2].strip() == "100%"
+
+
+def test_flow_runs_on_a_server_posteval_started_send_no_heartbeats_unless_asked() -> None:
+    """Heartbeats let a server notice a dead flow run; a temporary server dies with the run's process. On a
+    configured API (None here: a team's server) and where the user set a frequency, Prefect's stays."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    from posteval.cli.prefect_server import using_api
+
+    url = "http://127.0.0.1:4200/api"
+    default = PREFECT_FLOWS_HEARTBEAT_FREQUENCY.value()
+    assert default == 180  # Prefect 3.9's default
+    with using_api(url):
+        assert (PREFECT_API_URL.value(), PREFECT_FLOWS_HEARTBEAT_FREQUENCY.value()) == (url, None)
+    with using_api(None):
+        assert PREFECT_FLOWS_HEARTBEAT_FREQUENCY.value() == default
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: 60}), using_api(url):
+        assert PREFECT_FLOWS_HEARTBEAT_FREQUENCY.value() == 60
+    assert PREFECT_FLOWS_HEARTBEAT_FREQUENCY.value() == default

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect
 
-from posteval.db.migrate import downgrade, upgrade
+from posteval.db.migrate import at_head, downgrade, upgrade
 from posteval.db.models import Base
 
 TABLES = {
@@ -44,6 +46,22 @@ def test_upgrade_downgrade_upgrade_round_trip(empty_db_url: str) -> None:
     assert _tables(empty_db_url) == set()
     upgrade(empty_db_url)
     assert _tables(empty_db_url) == TABLES
+
+
+def test_a_database_at_head_is_recognised_without_importing_alembic(empty_db_url: str) -> None:
+    assert not at_head(empty_db_url)  # no alembic_version table yet
+    upgrade(empty_db_url, "0003")
+    assert not at_head(empty_db_url)
+    upgrade(empty_db_url)
+    assert at_head(empty_db_url)
+    assert _tables(empty_db_url) == TABLES
+    # What every evaluation does first, in a new process: nothing to migrate, and no Alembic import.
+    probe = (
+        f"import sys; from posteval.db.migrate import upgrade; upgrade({empty_db_url!r}); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'alembic'))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stdout.strip()) == (0, "[]"), done.stderr
 
 
 def test_models_match_migrations(empty_db_url: str) -> None:

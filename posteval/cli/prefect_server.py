@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from posteval.cli.interrupts import die_with_parent
 from posteval.errors import PostevalError
@@ -224,11 +225,23 @@ def prepare_api() -> PreparedApi:
 
 @contextmanager
 def using_api(url: str | None) -> Iterator[None]:
-    """Prefect's client talks to ``url`` inside the block (nothing changes for None)."""
+    """Prefect's client talks to ``url`` inside the block (nothing changes for None: a configured API).
+
+    ``url`` is a server posteval started (temporary, or its local one): there the flow run sends no
+    heartbeats unless PREFECT_FLOWS_HEARTBEAT_FREQUENCY is set. Heartbeats let a server notice a flow run
+    whose process died; a temporary server dies with that process, and posteval marks an interrupted run
+    failed itself. The engine joins the heartbeat thread's one-second sleep at the end of every flow
+    run, half a second on average. A configured API (a team's server) keeps Prefect's default.
+    """
     if url is None:
         yield
         return
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+    from prefect.settings.models.flows import FlowsSettings
 
-    with temporary_settings(updates={PREFECT_API_URL: url}):
+    updates: dict[Any, Any] = {PREFECT_API_URL: url}
+    default = FlowsSettings.model_fields["heartbeat_frequency"].default
+    if PREFECT_FLOWS_HEARTBEAT_FREQUENCY.value() == default:  # not set by the user
+        updates[PREFECT_FLOWS_HEARTBEAT_FREQUENCY] = None
+    with temporary_settings(updates=updates):
         yield
