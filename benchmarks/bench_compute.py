@@ -59,11 +59,15 @@ def plain_generate(model: Any, tok: Any, prompts: list[str]) -> list[str]:
 
 @torch.inference_mode()
 def plain_choice(model: Any, tok: Any, prompts: list[str], choices: list[str]) -> list[list[float]]:
-    """One right-padded pass per prompt; the last real position scores each choice's one token."""
-    contexts = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
-    targets = [
-        tok(prompts[0] + " " + c, add_special_tokens=False)["input_ids"][len(contexts[0])] for c in choices
-    ]
+    """One right-padded pass per prompt; the last real position scores each choice's one token.
+
+    Each choice's token is where the prompt's own tokens end in the joint tokenization of prompt and
+    choice (lm-evaluation-harness's convention, and posteval's): both tokenized in batched calls.
+    """
+    contexts = tok(prompts, add_special_tokens=False)["input_ids"]
+    joint = tok([p + " " + c for p in prompts for c in choices], add_special_tokens=False)["input_ids"]
+    k = len(choices)
+    targets = [[joint[i * k + j][len(context)] for j in range(k)] for i, context in enumerate(contexts)]
     out: list[list[float]] = [[] for _ in prompts]
     for batch in _batches([len(c) for c in contexts]):
         width = max(len(contexts[i]) for i in batch)
@@ -75,7 +79,7 @@ def plain_choice(model: Any, tok: Any, prompts: list[str], choices: list[str]) -
         logits = model(input_ids=ids, attention_mask=mask).logits
         for row, i in enumerate(batch):
             last = F.log_softmax(logits[row, len(contexts[i]) - 1].float(), dim=-1)
-            out[i] = [float(last[t]) for t in targets]
+            out[i] = [float(last[t]) for t in targets[i]]
     return out
 
 
