@@ -10,9 +10,11 @@ Settings (lm-eval: the batch size 16 posteval's suite uses, one process for the 
 - cold: a fresh POSTEVAL_HOME and PREFECT_HOME for posteval (a first run on a machine), a fresh
   HF_DATASETS_CACHE for lm-eval;
 - warm homes: PREFECT_HOME (and lm-eval's datasets cache) kept from earlier runs, POSTEVAL_HOME fresh;
-- server: a Prefect server already running (``posteval server start``), POSTEVAL_HOME fresh;
+- server: a Prefect server already running (``posteval server start``, found through its state file as
+  in the home of the user who started it), POSTEVAL_HOME otherwise fresh;
 then, with the server still running: a cached re-run (the same checkpoint, suite and database: every
-output stored), the read commands and ``report``; and a cached re-run without the server.
+output stored), the same with the server named by PREFECT_API_URL instead (as a team's server: flow-run
+heartbeats on), the read commands and ``report``; and a cached re-run without the server.
 """
 
 from __future__ import annotations
@@ -62,10 +64,17 @@ class Bench:
         path.mkdir(parents=True)
         return path
 
-    def posteval(self, home: Path, prefect_home: Path, *extra: str, api: str | None = None) -> float:
+    def posteval(
+        self, home: Path, prefect_home: Path, *extra: str, api: str | None = None, local: Path | None = None
+    ) -> float:
+        """One `posteval evaluate`. ``api``: a configured server (PREFECT_API_URL, as a team's); ``local``:
+        the state file of a server `posteval server start` left running, put in ``home`` as it is in the
+        home of the user who started it (the run finds it there, as every later run does)."""
         env = _env(POSTEVAL_HOME=str(home), PREFECT_HOME=str(prefect_home))
         if api:
             env["PREFECT_API_URL"] = api
+        if local is not None:
+            shutil.copy(local, home / local.name)
         args = [
             PY,
             "-m",
@@ -144,23 +153,28 @@ def main() -> None:
         started = subprocess.run(
             [PY, "-m", "posteval.cli", "server", "start"], env=server_env, capture_output=True, text=True
         )
-        api = json.loads((server_home / "prefect-server.json").read_text())["url"]
+        state = server_home / "prefect-server.json"
+        api = json.loads(state.read_text())["url"]
         print(f"server: a Prefect server already running ({started.stdout.strip()})", flush=True)
         try:
             cached_home = bench.fresh("pe")
             served = _in_turn(
                 args.repeats,
                 {
-                    "posteval": lambda: bench.posteval(bench.fresh("pe"), kept_prefect, api=api),
+                    "posteval": lambda: bench.posteval(bench.fresh("pe"), kept_prefect, local=state),
                     "lm-eval": lambda: bench.lm_eval(kept_datasets),
                 },
             )
-            first_served = bench.posteval(cached_home, kept_prefect, api=api)
+            first_served = bench.posteval(cached_home, kept_prefect, local=state)
             print(
                 "cached re-run (every output stored), the read commands and report, server running",
                 flush=True,
             )
             cached = _in_turn(
+                args.repeats, {"posteval": lambda: bench.posteval(cached_home, kept_prefect, local=state)}
+            )
+            print("cached re-run against the same server named by PREFECT_API_URL (as a team's)", flush=True)
+            cached_api = _in_turn(
                 args.repeats, {"posteval": lambda: bench.posteval(cached_home, kept_prefect, api=api)}
             )
             env = _env(POSTEVAL_HOME=str(cached_home), PREFECT_HOME=str(kept_prefect))
@@ -198,6 +212,7 @@ def main() -> None:
             "server_lm_eval_s": served["lm-eval"],
             "first_run_with_server_s": first_served,
             "cached_rerun_server_s": cached["posteval"],
+            "cached_rerun_configured_api_s": cached_api["posteval"],
             "cached_rerun_no_server_s": cached_cold["posteval"],
             **{f"{name.replace(' ', '_')}_s": value for name, value in read_times.items()},
         }
@@ -206,6 +221,7 @@ def main() -> None:
             p, lm = figures[f"{setting}_posteval_s"], figures[f"{setting}_lm_eval_s"]
             print(f"  {setting:<7} posteval {p:6.2f} s   lm-eval {lm:6.2f} s   ratio {p / lm:.2f}")
         print(f"cached re-run, server running: {cached['posteval']:.2f} s")
+        print(f"cached re-run, the server as PREFECT_API_URL: {cached_api['posteval']:.2f} s")
         ratio = cached_cold["posteval"] / cold["posteval"]
         print(
             f"cached re-run, no server: {cached_cold['posteval']:.2f} s ({ratio:.2f} of the cold first run)"

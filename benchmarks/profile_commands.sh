@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE=1 POSTEVAL_HOME=$work PREFECT_HOME=$work/prefect
 unset PREFECT_API_URL POSTEVAL_DATABASE_URL
 "$PY" -c "import sys; sys.path.insert(0, 'benchmarks'); import bench_data, pathlib; bench_data.write_sets(pathlib.Path('$work/sets'))"
 ckpt=$("$PY" -c "import sys; sys.path.insert(0, 'benchmarks'); import bench_data; print(bench_data.checkpoint())")
-echo "# $(date -u +%Y-%m-%dT%H:%MZ) $(nproc) CPUs shared with other jobs, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "# $(date -u +%Y-%m-%dT%H:%MZ) $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 "$PY" -m posteval.cli server start
 timed() { /usr/bin/time -f "posteval $*: %e s wall, %U s user CPU" "$PY" -m posteval.cli "$@" 2>&1 >/dev/null | tail -1; }
 echo "# first run, local Prefect server running"

@@ -140,6 +140,9 @@ def test_a_checkpoint_that_passed_is_not_loaded_again_until_its_files_change(
 def test_the_model_stage_refuses_a_dtype_other_than_the_remembered_one() -> None:
     import torch
 
+    check_dtype(object(), "auto", "auto")  # type: ignore[arg-type]  # a served model has no dtype of ours
+    assert not remembered_index().exists()  # and nothing was resolved (nor torch needed) for it
+
     assert dtype_name("cpu", "auto") == "torch.float32"  # remembered, as the runner picks it on a CPU
 
     class Loaded:

@@ -68,8 +68,10 @@ def check_dtype(runner: Runner, device: str, dtype: str) -> None:
     """The loaded model computes in the dtype the run's identity names; else fail before any output is
     stored under a config hash that does not describe it (a GPU gone since the dtype was remembered)."""
     loaded = getattr(runner, "dtype", None)
+    if loaded is None:  # a served model: no dtype of ours
+        return
     expected = dtype_name(device, dtype)
-    if loaded is not None and str(loaded) != expected:
+    if str(loaded) != expected:
         raise RunnerError(
             f"the model loaded as {loaded} on {getattr(runner, 'device', '?')}, but this machine was "
             f"remembered to give {expected} for device={device} dtype={dtype} (its devices changed?): "
