@@ -8,7 +8,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -66,24 +66,37 @@ def path_stamp(path: Path, *, recursive: bool = True) -> tuple[str, ...]:
 
 class JsonIndex:
     """A small JSON object on disk, read once per instance and replaced atomically on every change, so
-    concurrent processes never read half a file (a lost concurrent write only costs a recomputation)."""
+    concurrent processes never read half a file. A change re-reads the file first, so it keeps what other
+    processes wrote meanwhile (two writing at the same instant may still lose one entry: a recomputation).
+    """
 
     def __init__(self, index_path: Path) -> None:
         self.index_path = index_path
         self._entries: dict[str, Any] | None = None
 
+    def _read(self) -> dict[str, Any]:
+        try:
+            loaded = json.loads(self.index_path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return loaded if isinstance(loaded, dict) else {}
+
     def entries(self) -> dict[str, Any]:
         if self._entries is None:
-            try:
-                loaded = json.loads(self.index_path.read_text())
-                self._entries = loaded if isinstance(loaded, dict) else {}
-            except (OSError, ValueError):
-                self._entries = {}
+            self._entries = self._read()
         return self._entries
 
     def put(self, key: str, value: Any) -> None:
         """Set ``key`` and write the index."""
-        self.entries()[key] = value
+        self._write(lambda entries: entries.__setitem__(key, value))
+
+    def drop(self, key: str) -> None:
+        """Remove ``key`` (if there) and write the index."""
+        self._write(lambda entries: entries.pop(key, None))
+
+    def _write(self, change: Callable[[dict[str, Any]], object]) -> None:
+        self._entries = self._read()
+        change(self._entries)
         self.index_path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.index_path.parent, suffix=".tmp")
         with os.fdopen(fd, "w") as handle:

@@ -60,6 +60,16 @@ def remembered_index() -> Path:
     return get_settings().cache_dir / INDEX_NAME
 
 
+def _digest(kind: str, key: Sequence[object], libraries: Sequence[str]) -> str:
+    versions = {name: version(name) for name in ("posteval", *libraries)}
+    return sha256_json([kind, list(key), versions, code_stamp()])
+
+
+def forget(kind: str, key: Sequence[object], *, libraries: Sequence[str] = ()) -> None:
+    """Drop what :func:`remembered` keeps for ``kind`` and ``key``: the next call computes it again."""
+    JsonIndex(remembered_index()).drop(_digest(kind, key, libraries))
+
+
 def remembered(
     kind: str,
     key: Sequence[object],
@@ -74,8 +84,7 @@ def remembered(
     ``key`` must name everything the result depends on besides the ``libraries`` (and posteval, always
     part of the key). ``encode``/``decode`` turn the value into JSON and back.
     """
-    versions = {name: version(name) for name in ("posteval", *libraries)}
-    digest = sha256_json([kind, list(key), versions, code_stamp()])
+    digest = _digest(kind, key, libraries)
     index = JsonIndex(remembered_index())
     stored = index.entries().get(digest)
     if stored is not None:

@@ -30,15 +30,16 @@ datasets:
     labels: [lease, nda, employment]
     metrics: [accuracy]
 """
-# Runs the CLI in this interpreter, then prints which of HEAVY it imported, as JSON on the last line.
+# Runs the CLI in this interpreter, then prints its exit code and which of HEAVY it imported, as JSON on
+# the last line (standalone_mode=False: the command's exit code is returned, not raised).
 PROBE = """\
 import json, sys
 from posteval.cli import app
 try:
-    app(sys.argv[1:], prog_name="posteval", standalone_mode=False)
-except SystemExit:
-    pass
-print(json.dumps(sorted(m for m in {heavy} if m in sys.modules)))
+    code = app(sys.argv[1:], prog_name="posteval", standalone_mode=False)
+except SystemExit as exc:
+    code = exc.code
+print(json.dumps({{"code": code or 0, "heavy": sorted(m for m in {heavy} if m in sys.modules)}}))
 """
 
 
@@ -47,13 +48,21 @@ def _env(home: Path, **extra: str) -> dict[str, str]:
     return env | {"POSTEVAL_HOME": str(home), "PREFECT_HOME": str(home / "prefect")} | extra
 
 
-def _imported(home: Path, *args: str) -> list[str]:
+def _in_process(home: Path, *args: str) -> tuple[list[str], str]:
+    """Which of HEAVY the command imported, and what it printed; it must exit 0."""
     probe = PROBE.format(heavy=repr(HEAVY))
     done = subprocess.run(
         [sys.executable, "-c", probe, *args], env=_env(home), capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stderr
-    return list(json.loads(done.stdout.strip().splitlines()[-1]))
+    *printed, last = done.stdout.strip().splitlines()
+    probe_result = json.loads(last)
+    assert probe_result["code"] == 0, done.stderr
+    return list(probe_result["heavy"]), "\n".join(printed)
+
+
+def _imported(home: Path, *args: str) -> list[str]:
+    return _in_process(home, *args)[0]
 
 
 def _evaluate(
@@ -141,8 +150,10 @@ def test_a_cached_rerun_imports_no_model_or_metric_library(
 ) -> None:
     """The same checkpoint and suite again: the checks and fingerprints the first run computed with torch,
     transformers and datasets are remembered (posteval.remembered), and every output is stored."""
-    args = ("evaluate", str(finetuned_checkpoint), "--suite", str(home / "suite.yaml"))
-    assert _imported(home, *args) == []
+    args = ("evaluate", str(finetuned_checkpoint), "--suite", str(home / "suite.yaml"), "--format", "json")
+    heavy, printed = _in_process(home, *args)
+    assert heavy == []
+    assert json.loads(printed)["run_id"] in {run["run_id"] for run in two_runs}  # the stored run, found
 
 
 def test_the_report_imports_no_torch(home: Path, two_runs: list[dict[str, object]]) -> None:
@@ -199,7 +210,9 @@ def test_profile_says_where_the_time_went(home: Path, local_server: str, base_ch
     assert rows[-1][2].strip() == "100%"
 
 
-def test_flow_runs_on_a_server_posteval_started_send_no_heartbeats_unless_asked() -> None:
+def test_flow_runs_on_a_server_posteval_started_send_no_heartbeats_unless_asked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Heartbeats let a server notice a dead flow run; a temporary server dies with the run's process. On a
     configured API (None here: a team's server) and where the user set a frequency, Prefect's stays."""
     from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
@@ -215,4 +228,7 @@ def test_flow_runs_on_a_server_posteval_started_send_no_heartbeats_unless_asked(
         assert PREFECT_FLOWS_HEARTBEAT_FREQUENCY.value() == default
     with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: 60}), using_api(url):
         assert PREFECT_FLOWS_HEARTBEAT_FREQUENCY.value() == 60
+    monkeypatch.setenv("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "180")  # Prefect's default, asked for by name
+    with using_api(url):
+        assert PREFECT_FLOWS_HEARTBEAT_FREQUENCY.value() == default
     assert PREFECT_FLOWS_HEARTBEAT_FREQUENCY.value() == default

@@ -228,3 +228,17 @@ def test_the_chat_setting_of_the_evaluated_checkpoint_applies_to_its_base_model(
     assert ours == theirs and ours["chat"] is True  # type: ignore[index]
     prompts, _ = model_inputs(suite, load_dataset(spec))
     assert prompts[0].startswith("<|endoftext|><|user|>\nClause: ")  # the base has no template of its own
+
+
+def test_an_edited_fewshot_source_is_drawn_from_again_in_the_same_process(tmp_path: Path) -> None:
+    """The draw is cached per process and remembered across processes by the source's stat keys: a source
+    rewritten in place (a long-lived `posteval serve`, a notebook) gives the new rows' shots."""
+    suite = load_suite(_suite(tmp_path, dataset="fewshot: {n: 2, from: shots.jsonl, seed: 3}")).suite
+    spec = suite.datasets[0]
+    before = prompting(suite, spec).shots
+    assert before == draw_shots(spec)
+    rows = heldout_rows(20)[10:]
+    write_jsonl(tmp_path / "shots.jsonl", [{**row, "text": row["text"].upper()} for row in rows])
+    after = prompting(suite, spec).shots
+    assert after == draw_shots(spec)
+    assert after.pairs != before.pairs and after.keys == before.keys  # same rows drawn, new text

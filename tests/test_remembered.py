@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -154,7 +155,43 @@ def test_the_model_stage_refuses_a_dtype_other_than_the_remembered_one() -> None
     check_dtype(Loaded(torch.float32), "cpu", "auto")  # type: ignore[arg-type]
     expected = (
         r"the model loaded as torch.bfloat16 on cpu, but this machine was remembered to give torch.float32 "
-        rf"for device=cpu dtype=auto \(its devices changed\?\): delete {re.escape(str(remembered_index()))} "
+        r"for device=cpu dtype=auto \(its GPU changed\?\): that answer is dropped; evaluate again"
     )
     with pytest.raises(RunnerError, match=expected):
         check_dtype(Loaded(torch.bfloat16), "cpu", "auto")  # type: ignore[arg-type]
+    assert json.loads(remembered_index().read_text()) == {}  # the next run resolves the dtype anew
+
+
+def test_the_index_keeps_what_another_process_wrote_meanwhile(tmp_path: Path) -> None:
+    from posteval.hashing import JsonIndex
+
+    mine, theirs = JsonIndex(tmp_path / "index.json"), JsonIndex(tmp_path / "index.json")
+    assert mine.entries() == {}  # read before the other process writes
+    theirs.put("theirs", 1)
+    mine.put("mine", 2)
+    assert json.loads((tmp_path / "index.json").read_text()) == {"theirs": 1, "mine": 2}
+    mine.drop("theirs")
+    assert JsonIndex(tmp_path / "index.json").entries() == {"mine": 2}
+
+
+def test_a_chat_template_added_under_additional_chat_templates_is_read_again(
+    tmp_path: Path, base_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from posteval.runners import chat
+
+    model = tmp_path / "model"
+    shutil.copytree(base_checkpoint, model)
+    loads: list[str] = []
+    real = chat._tokenizer.__wrapped__
+
+    def counted(folder: str) -> Any:
+        loads.append(folder)
+        return real(folder)
+
+    monkeypatch.setattr(chat, "_tokenizer", counted)
+    first = chat.checkpoint_template(model)
+    assert chat.checkpoint_template(model) == first and len(loads) == 1  # remembered
+    (model / "additional_chat_templates").mkdir()
+    (model / "additional_chat_templates" / "tool_use.jinja").write_text("{{ messages }}")
+    chat.checkpoint_template(model)
+    assert len(loads) == 2  # a new file there is a new key: the tokenizer is read again

@@ -36,6 +36,8 @@ from posteval.errors import PostevalError
 from posteval.settings import get_settings
 
 STARTUP_TIMEOUT_S = 180.0
+HEARTBEAT_VARIABLES = ("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "PREFECT_RUNNER_HEARTBEAT_FREQUENCY")
+PREFECT_DEFAULT_HEARTBEAT_S = 180  # flows.heartbeat_frequency's default since Prefect 3.6
 
 
 class ServerError(PostevalError):
@@ -236,12 +238,15 @@ def using_api(url: str | None) -> Iterator[None]:
     if url is None:
         yield
         return
-    from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
-    from prefect.settings.models.flows import FlowsSettings
+    import prefect.settings
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
     updates: dict[Any, Any] = {PREFECT_API_URL: url}
-    default = FlowsSettings.model_fields["heartbeat_frequency"].default
-    if PREFECT_FLOWS_HEARTBEAT_FREQUENCY.value() == default:  # not set by the user
-        updates[PREFECT_FLOWS_HEARTBEAT_FREQUENCY] = None
+    # Prefect names the setting flows.heartbeat_frequency from 3.6 on (runner.heartbeat_frequency before,
+    # off by default); the user sets it in the environment, or in a profile to another value than 180.
+    heartbeats = getattr(prefect.settings, "PREFECT_FLOWS_HEARTBEAT_FREQUENCY", None)
+    set_by_user = any(os.environ.get(name) for name in HEARTBEAT_VARIABLES)
+    if heartbeats is not None and not set_by_user and heartbeats.value() == PREFECT_DEFAULT_HEARTBEAT_S:
+        updates[heartbeats] = None
     with temporary_settings(updates=updates):
         yield

@@ -16,7 +16,7 @@ from pathlib import Path
 from posteval.errors import RunnerError
 from posteval.hashing import path_stamp
 from posteval.inputs.checkpoint import CheckpointInfo, tokenizer_path
-from posteval.remembered import remembered, remembered_index
+from posteval.remembered import forget, remembered
 from posteval.runners.base import BosMode, Runner
 from posteval.settings import get_settings
 
@@ -47,11 +47,23 @@ def _hf_policy(checkpoint: CheckpointInfo, bos: BosMode) -> dict[str, object]:
     return remembered("tokenization", [stamp, bos], resolve, libraries=("transformers", "tokenizers"))
 
 
+def _machine() -> list[object]:
+    """What decides the dtype "auto" gives here besides torch: the host, the CUDA devices visible to this
+    process and the NVIDIA driver's version (an upgraded or broken driver is a new key)."""
+    driver = Path("/proc/driver/nvidia/version")
+    return [
+        socket.gethostname(),
+        os.environ.get("CUDA_VISIBLE_DEVICES"),
+        sorted(glob.glob("/dev/nvidia*")),
+        driver.read_text(errors="replace") if driver.is_file() else None,
+    ]
+
+
 def dtype_name(device: str = "auto", dtype: str = "auto") -> str:
     """The torch dtype (as ``str(torch.float32)``) a runner asked for ``device`` and ``dtype`` uses here.
 
-    Remembered per machine (host name, visible CUDA devices, torch version), so identity needs no torch
-    import; the model stage checks it against the loaded runner's (:func:`check_dtype`).
+    Remembered per machine (:func:`_machine`, the torch version), so identity needs no torch import; the
+    model stage checks it against the loaded runner's (:func:`check_dtype`).
     """
 
     def resolve() -> str:
@@ -59,23 +71,23 @@ def dtype_name(device: str = "auto", dtype: str = "auto") -> str:
 
         return str(pick_dtype(pick_device(device), dtype))
 
-    gpus = sorted(glob.glob("/dev/nvidia*"))
-    machine = [socket.gethostname(), os.environ.get("CUDA_VISIBLE_DEVICES"), gpus]
-    return remembered("dtype", [device, dtype, *machine], resolve, libraries=("torch",))
+    return remembered("dtype", [device, dtype, *_machine()], resolve, libraries=("torch",))
 
 
 def check_dtype(runner: Runner, device: str, dtype: str) -> None:
     """The loaded model computes in the dtype the run's identity names; else fail before any output is
-    stored under a config hash that does not describe it (a GPU gone since the dtype was remembered)."""
+    stored under a config hash that does not describe it (the machine's GPU changed since the dtype was
+    remembered). The stale answer is dropped, so evaluating again resolves the run with the real one."""
     loaded = getattr(runner, "dtype", None)
     if loaded is None:  # a served model: no dtype of ours
         return
     expected = dtype_name(device, dtype)
     if str(loaded) != expected:
+        forget("dtype", [device, dtype, *_machine()], libraries=("torch",))
         raise RunnerError(
             f"the model loaded as {loaded} on {getattr(runner, 'device', '?')}, but this machine was "
-            f"remembered to give {expected} for device={device} dtype={dtype} (its devices changed?): "
-            f"delete {remembered_index()} and evaluate again"
+            f"remembered to give {expected} for device={device} dtype={dtype} (its GPU changed?): "
+            "that answer is dropped; evaluate again"
         )
 
 

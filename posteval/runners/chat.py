@@ -47,9 +47,9 @@ def checkpoint_template(folder: Path) -> str | None:
         template = _tokenizer(str(folder)).chat_template
         return template if isinstance(template, str) and template else None
 
-    return remembered(
-        "chat template", [path_stamp(folder, recursive=False)], load, libraries=TOKENIZER_LIBRARIES
-    )
+    # transformers also reads named templates from additional_chat_templates/*.jinja
+    stamp = [path_stamp(folder, recursive=False), path_stamp(folder / "additional_chat_templates")]
+    return remembered("chat template", stamp, load, libraries=TOKENIZER_LIBRARIES)
 
 
 def resolve_chat(suite: Suite, checkpoint: CheckpointInfo) -> Suite:
@@ -124,12 +124,16 @@ def prompting(suite: Suite, spec: DatasetSpec) -> Prompting:
     return Prompting(chat=chat, template=template, system=spec.system if chat else None, shots=shots)
 
 
-@lru_cache(maxsize=32)
-def _shots_cached(spec_json: str) -> Shots:
-    spec = DatasetSpec.model_validate_json(spec_json)
+def _shot_source(spec: DatasetSpec) -> Path:
     assert spec.fewshot is not None
-    source = spec.path if spec.fewshot.is_split() else Path(spec.fewshot.source)
-    stamp = path_stamp(source)
+    return spec.path if spec.fewshot.is_split() else Path(spec.fewshot.source)
+
+
+@lru_cache(maxsize=32)
+def _shots_cached(spec_json: str, stamp: tuple[str, ...]) -> Shots:
+    """The draw for the source's files as ``stamp`` names them (an edited source is drawn from again, in
+    this process too); remembered across processes for local files."""
+    spec = DatasetSpec.model_validate_json(spec_json)
     if not stamp:  # a hub source: its revision is resolved anew each time
         return draw_shots(spec)
     return remembered(
@@ -147,7 +151,9 @@ def _shots_cached(spec_json: str) -> Shots:
 
 
 def _shots(spec: DatasetSpec) -> Shots:
-    return _shots_cached(spec.model_dump_json()) if spec.fewshot is not None else Shots()
+    if spec.fewshot is None:
+        return Shots()
+    return _shots_cached(spec.model_dump_json(), path_stamp(_shot_source(spec)))
 
 
 def render(tokenizer: Any, messages: list[dict[str, str]]) -> str:
