@@ -232,3 +232,34 @@ def test_flow_runs_on_a_server_posteval_started_send_no_heartbeats_unless_asked(
     with using_api(url):
         assert PREFECT_FLOWS_HEARTBEAT_FREQUENCY.value() == default
     assert PREFECT_FLOWS_HEARTBEAT_FREQUENCY.value() == default
+
+
+# A flow run that fails (as a failed gate does) against the temporary server posteval started, which the
+# failure stops at once: Prefect must have sent the run's last logs first.
+FAILED_FLOW = """\
+from prefect import flow
+from prefect.logging import get_run_logger
+from posteval.cli.prefect_server import prepare_api, using_api
+
+@flow
+def failing() -> None:
+    get_run_logger().info("about to fail")
+    raise RuntimeError("the gate said no")
+
+api = prepare_api()
+try:
+    with using_api(api()):
+        failing()
+except RuntimeError:
+    api.close()
+print("closed")
+"""
+
+
+def test_a_failed_flow_runs_logs_reach_the_temporary_server_before_it_stops(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-c", FAILED_FLOW], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, "closed"), done.stderr
+    assert "Error logging to API" not in done.stderr, done.stderr

@@ -204,7 +204,19 @@ class PreparedApi:
 
     def close(self) -> None:
         if self.server is not None:
+            _send_pending()
             _stop(self.server)
+
+
+def _send_pending(timeout_s: float = 10.0) -> None:
+    """Let Prefect send what it still holds for the server (a failed flow run's last logs and events)
+    before the server stops; else the process ends printing "Error logging to API" for each batch."""
+    for module, worker in (
+        ("prefect.logging.handlers", "APILogWorker"),
+        ("prefect.events.worker", "EventsWorker"),
+    ):
+        if module in sys.modules:  # nothing to send where Prefect never ran
+            getattr(sys.modules[module], worker).drain_all(timeout=timeout_s, at_exit=False)
 
 
 def prepare_api() -> PreparedApi:
