@@ -62,6 +62,12 @@ def _env(home: Path, database_url: str, **extra: str) -> dict[str, str]:
     return env | extra
 
 
+def _terminal_signals() -> None:  # pragma: no cover - runs in the child between fork and exec
+    # As in a terminal's foreground job: Ctrl-C not ignored, even when this test process inherited it
+    # ignored (a run started in the background by a script without job control; Python keeps it ignored).
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _evaluate(checkpoint: Path, suite: Path, env: dict[str, str], *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "posteval.cli", "evaluate", str(checkpoint), "--suite", str(suite), *args],
@@ -70,6 +76,7 @@ def _evaluate(checkpoint: Path, suite: Path, env: dict[str, str], *args: str) ->
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,  # its own process group, like a command started from a terminal
+        preexec_fn=_terminal_signals,
     )
 
 
