@@ -97,7 +97,8 @@ def test_an_unchanged_dataset_is_not_read_again_and_an_edited_one_is_validated_a
     def no_reading(spec: DatasetSpec) -> None:
         raise AssertionError(f"{spec.path} was read again")
 
-    monkeypatch.setattr(datasets_module, "load", no_reading)
+    datasets_module._load_cached.cache_clear()  # as in a new process
+    monkeypatch.setattr(datasets_module, "load_dataset", no_reading)
     assert prepare_dataset(_spec(path)) == first  # remembered: no row read, no `datasets`
     monkeypatch.undo()
     monkeypatch.setenv("POSTEVAL_HOME", str(tmp_path / "home"))

@@ -36,7 +36,8 @@ class Shots:
         return {"source": self.source_fingerprint, "keys": list(self.keys)}
 
 
-def _shot_spec(spec: DatasetSpec) -> DatasetSpec:
+def shot_spec(spec: DatasetSpec) -> DatasetSpec:
+    """The spec of the set ``spec``'s few-shot examples are drawn from: its ``from`` file, or a split."""
     assert spec.fewshot is not None
     source = spec.fewshot.source
     update: dict[str, object] = {"name": f"{spec.name}.fewshot", "limit": None, "fewshot": None}
@@ -56,7 +57,7 @@ def draw_shots(spec: DatasetSpec) -> Shots:
     """The dataset's few-shot examples: ``n`` rows of its ``from`` source, sampled with ``seed``."""
     if spec.fewshot is None:
         return Shots()
-    source = load_dataset(_shot_spec(spec))
+    source = load_dataset(shot_spec(spec))
     n = spec.fewshot.n
     if n > len(source):
         raise DatasetError(

@@ -42,13 +42,13 @@ def prepare_dataset(spec: DatasetSpec) -> DatasetRef:
     content), so a re-run of the same files imports no `datasets` and reads no row. A hub dataset's
     revision is resolved anew each time.
     """
-    stamp = path_stamp(spec.path)
+    spec_json, stamp = spec.model_dump_json(), path_stamp(spec.path)
     if not stamp:
-        return _ref(spec, load(spec))
+        return _ref(spec, _load_cached(spec_json, stamp))
     facts = remembered(
         "dataset",
-        [spec.model_dump_json(), stamp],
-        lambda: _facts(_ref(spec, load(spec))),
+        [spec_json, stamp],
+        lambda: _facts(_ref(spec, _load_cached(spec_json, stamp))),
         libraries=("datasets", "pyarrow"),
     )
     return DatasetRef(spec=spec, **facts)

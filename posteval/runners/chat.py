@@ -21,7 +21,7 @@ from posteval.errors import CheckpointError, InputError
 from posteval.hashing import path_stamp, sha256_json
 from posteval.inputs.checkpoint import CheckpointInfo, tokenizer_path
 from posteval.inputs.data import LoadedDataset
-from posteval.inputs.prompting import Shots, chat_messages, draw_shots, text_prompt
+from posteval.inputs.prompting import Shots, chat_messages, draw_shots, shot_spec, text_prompt
 from posteval.inputs.suite import DatasetSpec, Suite
 from posteval.remembered import remembered
 
@@ -124,11 +124,6 @@ def prompting(suite: Suite, spec: DatasetSpec) -> Prompting:
     return Prompting(chat=chat, template=template, system=spec.system if chat else None, shots=shots)
 
 
-def _shot_source(spec: DatasetSpec) -> Path:
-    assert spec.fewshot is not None
-    return spec.path if spec.fewshot.is_split() else Path(spec.fewshot.source)
-
-
 @lru_cache(maxsize=32)
 def _shots_cached(spec_json: str, stamp: tuple[str, ...]) -> Shots:
     """The draw for the source's files as ``stamp`` names them (an edited source is drawn from again, in
@@ -153,7 +148,7 @@ def _shots_cached(spec_json: str, stamp: tuple[str, ...]) -> Shots:
 def _shots(spec: DatasetSpec) -> Shots:
     if spec.fewshot is None:
         return Shots()
-    return _shots_cached(spec.model_dump_json(), path_stamp(_shot_source(spec)))
+    return _shots_cached(spec.model_dump_json(), path_stamp(shot_spec(spec).path))
 
 
 def render(tokenizer: Any, messages: list[dict[str, str]]) -> str:
